@@ -89,6 +89,22 @@ def test_merge_and_save_roundtrip(tok, tmp_path, method):
     reloaded = PeftModel.from_pretrained(tiny_model(), tmp_path/'adapter').eval()  # the adapter alone reproduces it too
     with torch.no_grad(): torch.testing.assert_close(reloaded(**b).logits, want, atol=1e-4, rtol=1e-4)
 
+def test_merge_with_tied_lm_head(tok, tmp_path):
+    "Merging an adapter on a tied lm_head must not change the input embeddings."
+    base = tiny_model()
+    base.lm_head.weight = base.get_input_embeddings().weight
+    base.config.tie_word_embeddings = True
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m = adapters.apply(base, cfg(target_modules=['lm_head', 'all-linear']), tok)
+    steps(m, tok)
+    m.eval()
+    b = tok([TEXT], return_tensors='pt')
+    with torch.no_grad(): want = m(**b).logits
+    adapters.merge_and_save(m, tmp_path)
+    with torch.no_grad(): got = AutoModelForCausalLM.from_pretrained(tmp_path).eval()(**b).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
 def test_alora_cannot_merge(tok, tmp_path):
     m = adapters.apply(tiny_model(), cfg(method='alora', alora_invocation='Answer:'), tok)
     with pytest.raises(ConfigError, match='cannot be merged'): adapters.merge_and_save(m, tmp_path/'merged')
