@@ -1,0 +1,88 @@
+"ftnb.widgets headless: every schema field round-trips through its widget, errors land by their field, and a real run stops and resumes."
+import html, time
+import pytest
+from ftnb.config import ConfigError, RunConfig, field_help, from_dict, to_dict
+from ftnb.events import Metrics
+from ftnb.widgets import ConfigPanel, field_kind, field_info, field_paths, to_python, to_yaml
+
+
+def test_widget_help_is_the_schema_help():
+    panel = ConfigPanel(dashboard=None)
+    assert set(panel.fields) == set(field_paths())
+    for p, fw in panel.fields.items():
+        assert fw.help_text == field_help(p) and html.escape(field_help(p)) in fw.help.value, p
+        assert fw.input.tooltip == field_help(p) or p == 'method.rewards', p  # the rewards editor is a Box: no tooltip there
+
+
+def _other_value(path, now):
+    "A valid-looking value for `path` that differs from `now`."
+    kind, opts, optional = field_kind(field_info(path).annotation)
+    if kind == 'choice': return next(o for o in reversed(opts) if o != now)
+    if kind == 'bool': return not now
+    if kind == 'int': return (now or 1) + 1
+    if kind == 'float': return round((now or 0.1) / 2, 6) if now else 0.05
+    if kind == 'str': return (now or '') + '_x'
+    if kind == 'strlist': return ['q_proj', 'v_proj']
+    if path == 'method.rewards': return [{'name': 'exact_answer', 'weight': 2.0}, {'name': 'regex_format', 'weight': 0.5, 'pattern': r'\d+$'}]
+    return now
+
+
+def test_every_field_round_trips_through_the_panel():
+    "Change every field the schema accepts a change of; the panel shows it and gives the same config back."
+    d, changed = to_dict(RunConfig()), []
+    for p in field_paths():
+        part, name = p.split('.')
+        trial = {k: dict(v) for k, v in d.items()}
+        trial[part][name] = _other_value(p, d[part][name])
+        try: from_dict(trial)
+        except ConfigError: continue  # e.g. a method whose cross-part check needs another field first
+        d, changed = trial, changed + [p]
+    cfg = from_dict(d)
+    assert len(changed) > 0.8 * len(field_paths()), sorted(set(field_paths()) - set(changed))
+    panel = ConfigPanel(RunConfig(), dashboard=None).set_config(cfg)
+    assert panel.error is None, panel.error
+    assert panel.config == cfg
+    ns = {}; exec(panel.to_python(), ns)
+    assert ns['cfg'] == cfg and from_dict(__import__('yaml').safe_load(panel.to_yaml())) == cfg
+    assert to_python(cfg) == panel.to_python() and to_yaml(cfg) == panel.to_yaml()
+
+
+def test_errors_land_by_their_field_and_block_train():
+    panel = ConfigPanel(RunConfig(), dashboard=None)
+    cases = [('adapter.method', 'gptq_lora', 'model.dtype'), ('train.batch_size', 0, None), ('data.eval_fraction', 1.0, 'data.eval_fraction'),
+             ('data.max_samples', '-3', 'data.max_samples'), ('accel.fp8', True, None)]
+    for path, value, where in cases:
+        panel.set_config(RunConfig())
+        panel.fields[path].input.value = value
+        if where is None:  # bounded inputs clamp, and lone flags are valid: no error
+            assert panel.error is None, (path, panel.error); continue
+        assert panel.error is not None and panel.error.field == where, (path, panel.error)
+        assert panel.run.train_btn.disabled and panel.fields[where].error.layout.display is None
+        assert panel.fields[where].error.value and all(not fw.error.value for p, fw in panel.fields.items() if p != where)
+        with pytest.raises(ConfigError): panel.config
+    panel.set_config(RunConfig()); assert not panel.run.train_btn.disabled
+
+
+def test_background_run_stops_with_checkpoint_and_resumes(tmp_path):
+    "The tiny model trains in a thread while this thread keeps working; Stop saves a checkpoint; Resume continues from it."
+    pytest.importorskip('ftnb.sft')
+    cfg = RunConfig(model=dict(dtype='float32'), data=dict(path='toy:addition', max_length=32, max_samples=128, eval_fraction=0),
+                    adapter=dict(r=4, alpha=8), train=dict(output_dir=str(tmp_path), run_name='bg', max_steps=2000, batch_size=4,
+                                                           lr=1e-3, logging_steps=2, save_steps=100_000))
+    panel = ConfigPanel(cfg, dashboard='widget')
+    panel.train()
+    ticks, t0 = 0, time.time()
+    while not any(isinstance(e, Metrics) and e.step >= 4 for e in panel.run.events):  # this thread stays free meanwhile
+        assert panel.run.running and time.time() - t0 < 90, panel.run.status.value
+        time.sleep(0.05); ticks += 1
+    panel.stop(); assert panel.wait(60)
+    res = panel.run.result
+    assert res.status == 'stopped' and (tmp_path/'bg'/f'checkpoint-{res.step}'/'trainer_state.json').exists(), panel.run.status.value
+    assert 'stopped at step' in panel.run.status.value and 'live view failed' not in panel.run.status.value
+    assert panel.run.dashboard is not None and panel.run.dashboard.draws >= 1 and ticks > 20
+    panel.resume.value = True; panel.set('train.max_steps', res.step + 4)
+    panel.train(); assert panel.wait(90)
+    assert panel.run.error is None, panel.run.error
+    assert panel.run.result.status == 'finished' and panel.run.result.step == res.step + 4, panel.run.status.value
+    first = min(e.step for e in panel.run.events if isinstance(e, Metrics))
+    assert first > res.step  # resumed: no step of the first run was logged again
