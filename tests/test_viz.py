@@ -1,0 +1,296 @@
+"Views, hints, rollout table, dashboard (throttle, modes), open_run and the report, on recorded run folders (tests/fixtures)."
+import math, re, shutil, subprocess, sys, types
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from ftnb import viz
+from ftnb.config import ConfigError
+from ftnb.dashboard import Dashboard, RolloutBrowser, has_figure_widget, open_run, pick_mode
+from ftnb.events import Metrics, Rollouts, RunEnd, RunStart, Timeline
+from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_eval, hint_grad, hint_length, hint_nan,
+                      hint_zero_std, load_run, rollout_html, rollout_table, write_report)
+
+FIX = Path(__file__).parent/'fixtures'
+SFT, GRPO = FIX/'sft_run', FIX/'grpo_run'
+RUNS = [pytest.param(SFT, id='sft'), pytest.param(GRPO, id='grpo')]
+
+def names(fig, meta=None): return [t.name for t in fig.data if t.meta == meta]
+
+@pytest.fixture(autouse=True)
+def _need(request):
+    "Skip a test on the SFT fixture until it is recorded (tests/fixtures/make_sft_fixture.py needs ftnb.sft)."
+    run = request.node.callspec.params.get('run') if hasattr(request.node, 'callspec') else None
+    if run == SFT and not (SFT/'metrics.jsonl').exists(): pytest.skip('tests/fixtures/sft_run not recorded yet')
+
+# --- the fixtures themselves ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('run', RUNS)
+def test_fixture_small_and_complete(run):
+    files = {p.relative_to(run).as_posix() for p in run.rglob('*') if p.is_file()}
+    assert {'config.yaml', 'events.jsonl', 'metrics.jsonl', 'result.json'} <= files
+    assert sum((run/f).stat().st_size for f in files) < 200_000
+
+# --- figures from run folders -----------------------------------------------------------------------------------------
+
+def test_sft_figures():
+    if not (SFT/'metrics.jsonl').exists(): pytest.skip('tests/fixtures/sft_run not recorded yet')
+    d = load_run(SFT); figs = figures_of(d)
+    assert list(figs) == ['loss', 'lr', 'grad_norm', 'tokens', 'kl_entropy']  # no GRPO views
+    assert names(figs['kl_entropy']) == ['entropy'] and figs['kl_entropy'].data[0].yaxis in (None, 'y')  # no KL: the left axis
+    assert names(figs['loss']) == ['train loss', 'eval loss']
+    x, y = figs['loss'].data[0].x, figs['loss'].data[0].y
+    assert len(x) >= 10 and list(x) == sorted(x) and y[-1] < y[0]  # it learned
+    assert names(figs['lr']) == ['learning rate'] and names(figs['grad_norm']) == ['grad norm']
+    tps = figs['tokens'].data[0].y
+    assert len(tps) >= 5 and all(v > 0 for v in tps)
+
+def test_grpo_figures():
+    d = load_run(GRPO); figs = figures_of(d)
+    assert list(figs) == GRPO_VIEWS  # reward views first for a GRPO run
+    assert names(figs['reward']) == ['reward ± std', 'reward', 'numeric_answer', 'think_format']
+    fn = figs['reward'].data[2]
+    assert len(fn.x) == 16 and len(fn.error_y.array) == 16
+    assert names(figs['kl_entropy']) == ['KL', 'entropy'] and figs['kl_entropy'].data[1].yaxis == 'y2'
+    assert names(figs['clip']) == ['clip low', 'clip high', 'clip region', 'frac reward zero std']
+    assert names(figs['length']) == ['mean', 'min', 'max', 'clipped ratio']
+    st = figs['step_time']
+    assert names(st) == ['generate', 'sync', 'train', 'sleep', 'wake'] and st.layout.barmode == 'stack'
+    assert all(t.type == 'bar' and len(t.x) == 16 for t in st.data)
+    total = sum(t.y[0] for t in st.data)
+    ph = viz.read_jsonl(GRPO/'timeline.jsonl')[0]['phases']
+    assert math.isclose(total, ph[-1]['end'] - ph[0]['start'], rel_tol=1e-6)
+    band, mem = figs['memory'].data
+    assert (band.name, band.fill, mem.name) == ('engine asleep', 'toself', 'GPU memory (GiB)')
+    assert band.x.size == 16*5 and 20 < max(mem.y) < 30 and min(mem.y) < 7  # one band per sleep; awake vs asleep memory
+
+def test_grid_figure_holds_every_view():
+    d = load_run(GRPO)
+    g = viz.grid_figure(GRPO_VIEWS)
+    viz.sync_all(g, {n: viz.VIEWS[n].traces(d) for n in GRPO_VIEWS})
+    assert g.layout.meta['ftnb_views'] == GRPO_VIEWS and g.layout.height == 300*math.ceil(len(GRPO_VIEWS)/2)
+    for n, f in figures_of(d).items():  # the same traces as the one-view figures, in their subplot
+        assert names(g, n) == names(f)
+    assert {t.legend for t in g.data if t.meta == 'reward'} == {'legend'} and {t.legend for t in g.data if t.meta == 'clip'} == {'legend3'}
+
+# --- health hints -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('fn,rows,fires', [
+    (hint_zero_std, [{'frac_reward_zero_std': 0.95}]*5, True),
+    (hint_zero_std, [{'frac_reward_zero_std': 0.95}]*4 + [{'frac_reward_zero_std': 0.2}], False),
+    (hint_zero_std, [{'frac_reward_zero_std': 0.95}]*3, False),  # too few logs to say
+    (hint_nan, [{'loss': 1.0}, {'loss': float('nan')}], True),
+    (hint_nan, [{'loss': 1.0}, {'loss': None}], True),            # NaN as the run log writes it
+    (hint_nan, [{'grad_norm': float('inf')}], True),
+    (hint_nan, [{'loss': 1.0}]*3, False),
+    (hint_grad, [{'grad_norm': 0.5}]*10 + [{'grad_norm': 40.0}], True),
+    (hint_grad, [{'grad_norm': 0.5}]*10 + [{'grad_norm': 2.0}], False),
+    (hint_grad, [{'grad_norm': 0.5}, {'grad_norm': 40.0}], False),  # not enough history
+    (hint_eval, [{'eval_loss': e, 'loss': l} for e, l in [(1.0, 2.0), (1.1, 1.5), (1.2, 1.0), (1.3, 0.5)]], True),
+    (hint_eval, [{'eval_loss': e, 'loss': l} for e, l in [(1.3, 2.0), (1.2, 1.5), (1.1, 1.0), (1.0, 0.5)]], False),
+    (hint_length, [{'completions/clipped_ratio': 0.5}], True),
+    (hint_length, [{'completions/clipped_ratio': 0.1}], False),
+])
+def test_hints(fn, rows, fires):
+    h = fn(rows)
+    assert (h is not None) == fires
+    if fires: assert isinstance(h, Hint) and h.level in ('warn', 'error') and len(h.message) > 20
+
+def test_length_hint_needs_a_limit_and_a_climb():
+    up = [{'completions/mean_length': l} for l in (40, 48, 55, 59, 62)]
+    assert hint_length(up, max_len=64) and not hint_length(up) and not hint_length(up, max_len=256)
+    assert not hint_length(up[::-1], max_len=64)
+
+def test_health_on_fixtures():
+    d = load_run(GRPO)
+    assert [h.message.split()[0] for h in health(d.rows, d.config)] == ['50%']  # completions hit the limit at the end
+    assert health(d.rows[:5], d.config) == []
+
+# --- rollout table ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def ro(): return viz.read_rollouts(GRPO)
+
+def test_rollout_table_sort_filter(ro):
+    t = rollout_table(ro)
+    assert len(t) == 8 and list(t.columns[:3]) == ['prompt', 'completion', 'reward'] and 'step' not in t
+    assert list(t.columns[3:5]) == ['rewards/numeric_answer', 'rewards/think_format'] and 'advantage' in t
+    assert rollout_table(ro, step=1)['prompt'].tolist() == ro[ro.step == 1]['prompt'].tolist()
+    s = rollout_table(ro, 3, sort_by='advantage')
+    assert s['advantage'].tolist() == sorted(s['advantage'], reverse=True)
+    assert rollout_table(ro, 3, sort_by='advantage', ascending=True)['advantage'].tolist() == sorted(s['advantage'])
+    p = ro[ro.step == 3]['prompt'].iloc[0]
+    f = rollout_table(ro, 3, filter_text=p.upper())
+    assert len(f) == 4 and set(f['prompt']) == {p}  # a group of num_generations completions
+    assert len(rollout_table(ro, 3, filter_text='[(.*')) == 0  # plain text, not a regex
+    with pytest.raises(KeyError, match='not a rollout column'): rollout_table(ro, 3, sort_by='nope')
+    assert rollout_table(pd.DataFrame()).empty
+
+def test_rollout_html_escapes():
+    df = pd.DataFrame({'step': [1], 'prompt': ['<script>alert(1)</script>'], 'completion': ['a & b'], 'reward': [0.5]})
+    h = rollout_html(rollout_table(df))
+    assert '<script>alert' not in h and '&lt;script&gt;' in h and 'a &amp; b' in h and '0.500' in h
+
+def test_rollout_browser(ro):
+    rb = RolloutBrowser(GRPO)
+    assert rb.step.options == tuple(range(1, 17)) and rb.step.value == 16
+    rb.step.value = 2; rb.sort.value = 'advantage'; rb.descending.value = False
+    t = rb.view()[1]
+    assert t['advantage'].tolist() == sorted(t['advantage']) and len(t) == 8
+    rb.filter.value = t['prompt'].iloc[0]
+    assert rb.count.value == '4 of 8 rows' and 'ftnb-rollouts' in rb.widget._dom_classes
+
+# --- dashboard --------------------------------------------------------------------------------------------------------
+
+def burst(dash, n, dt, t):
+    for i in range(n):
+        dash.update([Metrics(step=i, values={'loss': 1/(i+1), 'grad_norm': 1.0, 'learning_rate': 1e-3})]); t[0] += dt
+
+@pytest.mark.parametrize('mode', ['widget', 'handle'])
+def test_throttle(mode):
+    t = [0.0]
+    dash = Dashboard(mode=mode, max_fps=2, clock=lambda: t[0], max_overhead=0)
+    burst(dash, 200, 0.01, t)          # 200 events in 2 s
+    assert dash.draws == 4             # at 0, 0.5, 1.0, 1.5 s
+    assert dash.flush() and dash.draws == 5 and not dash.flush()
+    assert len(dash.trace('loss', 'train loss').y) == 200
+    t[0] += 10; assert not dash.update([])  # nothing new: no redraw
+    dash.update([Metrics(step=200, values={'loss': 0.1})]); assert dash.draws == 6
+
+def test_throttle_adapts_to_slow_redraws():
+    t = [0.0]
+    dash = Dashboard(mode='handle', clock=lambda: t[0], max_overhead=0.02)
+    dash.draw_s = 0.05                 # pretend a redraw costs 50 ms: then at most one per 2.5 s
+    dash._last = 0.0
+    burst(dash, 105, 0.05, t)          # 0 to 5.2 s: redraws at 2.5 and 5.0 s only
+    assert dash.draws == 2
+    assert dash.interval() < 2.5       # the second redraw was fast (its figures existed): back toward max_fps
+
+def test_pick_mode(monkeypatch):
+    assert pick_mode('handle') == 'handle'
+    if has_figure_widget(): assert pick_mode('auto') == 'widget'
+    monkeypatch.setitem(sys.modules, 'google.colab', types.ModuleType('google.colab'))
+    assert pick_mode('auto') == 'handle'
+    with pytest.raises(ConfigError, match='not a dashboard mode'): pick_mode('svg')
+
+def test_pick_mode_without_anywidget(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'anywidget', None)  # import fails
+    assert pick_mode('auto') == 'handle'
+    with pytest.raises(ConfigError, match='anywidget'): pick_mode('widget')
+
+def test_widget_mode_one_figure_widget():
+    dash = Dashboard(mode='widget')
+    dash.update([RunStart(max_steps=5, config={'method': {'name': 'grpo'}})])
+    g = dash.figure
+    assert isinstance(g, go.FigureWidget) and g.layout.meta['ftnb_views'] == GRPO_VIEWS  # expected views, one widget
+    for s in range(1, 4):
+        dash.update([Timeline(step=s, phases=[{'name': 'generate', 'start': s, 'end': s+0.5, 'mem_gib': 20.0}]),
+                     Metrics(step=s, values={'reward': 0.1*s, 'reward_std': 0.1, 'kl': 0.01*s, 'loss': 1.0})])
+    dash.flush()
+    assert dash.figure is g and list(dash.trace('reward', 'reward').y) == pytest.approx([0.1, 0.2, 0.3])
+    assert list(dash.trace('step_time', 'generate').y) == [0.5]*3
+    assert set(dash.figs) == set(GRPO_VIEWS) and all(f is g for f in dash.figs.values())
+    assert dash.figure in dash.widget.children and 'ftnb-dash-figure' in g._dom_classes
+
+def test_widget_mode_rebuilds_for_an_unexpected_view():
+    dash = Dashboard(mode='widget')   # no RunStart config: views come as their data does
+    dash.update(Metrics(step=1, values={'loss': 1.0})); g = dash.figure
+    assert g.layout.meta['ftnb_views'] == ['loss']
+    dash.update(Metrics(step=2, values={'loss': 0.9, 'grad_norm': 2.0})); dash.flush()
+    assert dash.figure is not g and dash.figure.layout.meta['ftnb_views'] == ['loss', 'grad_norm']
+    assert list(dash.trace('loss', 'train loss').y) == [1.0, 0.9]
+
+def test_handle_mode_display(monkeypatch):
+    import IPython.display as ipd
+    sent = []
+    class Handle:
+        def __init__(self, obj): sent.append(('display', obj))
+        def update(self, obj, raw=False): sent.append(('update', obj))
+    monkeypatch.setattr(ipd, 'display', lambda obj, raw=False, display_id=None: Handle(obj))
+    t = [0.0]
+    dash = Dashboard(mode='handle', views=SFT_VIEWS, clock=lambda: t[0])
+    dash.display()
+    assert [k for k, _ in sent] == ['display']*7 and sorted(dash._handles) == sorted(SFT_VIEWS + ['side', 'rollouts'])
+    sent.clear(); dash.update(Metrics(step=1, values={'loss': 2.0}))
+    assert sent[0] == ('update', {'text/plain': 'loss'}) and 'application/vnd.plotly.v1+json' in sent[1][1]
+    assert any('ftnb-hints' in str(o) for _, o in sent)
+    with pytest.raises(ConfigError, match='widget box'): dash.widget
+
+# --- finished and interrupted runs ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('run', RUNS)
+@pytest.mark.parametrize('mode', ['widget', 'handle'])
+def test_open_run(run, mode):
+    dash = open_run(run, mode=mode)
+    assert dash.draws == 1 and set(dash.figs) == set(figures_of(load_run(run)))
+    assert 'finished at step' in dash.side_html()
+    if run == GRPO: assert dash.browser.step.value == 16 and len(dash.browser.view()[1]) == 8
+    assert viz.open_run(run, mode=mode).draws == 1  # the alias in ftnb.viz
+
+def interrupted(src, dst):
+    "A copy of a run folder as a crash leaves it: no end, half-written last lines, a torn rollout file."
+    shutil.copytree(src, dst)
+    (dst/'result.json').unlink()
+    ev = [l for l in (dst/'events.jsonl').read_text().splitlines() if '"RunEnd"' not in l]
+    (dst/'events.jsonl').write_text('\n'.join(ev) + '\n{"kind": "Metr')
+    m = (dst/'metrics.jsonl').read_text().splitlines()
+    (dst/'metrics.jsonl').write_text('\n'.join(m[:-1]) + '\n' + m[-1][:25])
+    if (dst/'timeline.jsonl').exists():
+        (dst/'timeline.jsonl').write_text((dst/'timeline.jsonl').read_text()[:-40])
+    rs = sorted((dst/'rollouts').glob('*.parquet')) if (dst/'rollouts').exists() else []
+    if rs: rs[-1].write_bytes(rs[-1].read_bytes()[:300])
+    return dst, len(m) - 1
+
+@pytest.mark.parametrize('run', RUNS)
+def test_open_run_interrupted(run, tmp_path):
+    d, n = interrupted(run, tmp_path/'run')
+    data = load_run(d)
+    assert len(data.rows) == n and data.status is None
+    dash = open_run(d, mode='handle')
+    assert 'no end recorded' in dash.side_html() and dash.figs
+    if run == GRPO:
+        assert len(data.timeline) == 15 and data.rollouts_at(16).empty and len(data.rollouts_at(15)) == 8
+    p = write_report(d)
+    assert 'no end recorded (running, or interrupted)' in p.read_text()
+
+# --- the report -------------------------------------------------------------------------------------------------------
+
+def check_report(txt):
+    assert txt.count('plotly.js v') == 1                       # plotly.js embedded once
+    assert not re.search(r'<script[^>]+src=["\']?(https?:)?//', txt)  # nothing loaded from the network
+    assert '<h2>Config</h2>' in txt and 'class=\'ftnb-status\'' in txt
+
+@pytest.mark.parametrize('run', RUNS)
+def test_report(run, tmp_path):
+    d = shutil.copytree(run, tmp_path/run.name)
+    txt = write_report(d).read_text(); check_report(txt)
+    views = figures_of(load_run(d))
+    assert txt.count("class='ftnb-fig'") == len(views)
+    assert 'finished at step' in txt
+    if run == GRPO: assert 'Rollouts of step 16' in txt and 'What is' in txt and 'max_completion_length' in txt
+
+@pytest.mark.parametrize('run', RUNS)
+def test_cli_report(run, tmp_path):
+    d = shutil.copytree(run, tmp_path/run.name)
+    r = subprocess.run([sys.executable, '-c', 'from ftnb.cli import main; main()', 'report', str(d)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip().splitlines()[-1]) == d/'report.html'
+    check_report((d/'report.html').read_text())
+
+def test_without_ipywidgets(monkeypatch):
+    "Handle mode needs neither ipywidgets nor anywidget: the rollouts of the last step show as an HTML table."
+    import IPython.display as ipd
+    monkeypatch.setitem(sys.modules, 'ipywidgets', None); monkeypatch.setitem(sys.modules, 'anywidget', None)
+    sent = []
+    class Handle:
+        def __init__(self, obj): pass
+        def update(self, obj, raw=False): sent.append(obj)
+    monkeypatch.setattr(ipd, 'display', lambda obj, raw=False, display_id=None: Handle(obj))
+    dash = Dashboard(views=['reward'])
+    assert dash.mode == 'handle'
+    dash.display()
+    dash.update([Rollouts(step=1, rows=[{'prompt': 'p<', 'completion': 'c', 'reward': 1.0}]), Metrics(step=1, values={'reward': 1.0})])
+    assert dash.browser is None and any('p&lt;' in o.get('text/html', '') for o in sent if isinstance(o, dict))
