@@ -1,5 +1,5 @@
-"""ftnb.engine on a CUDA GPU: vLLM colocated with sleep mode, on a Qwen2-shaped model of ~0.5B parameters with random
-weights built here (Qwen2.5-0.5B's shape; nothing comes from a hub).
+"""ftnb.engine on a CUDA GPU: vLLM colocated with sleep mode, on a Qwen2-shaped model of ~0.48B parameters with random
+weights built here (nothing comes from a hub).
 
 Run on the lent GPU machine (see shared/gpu/README.md), from the repository root:
     PYTHONPATH=/tmp/site pytest -m gpu tests/gpu/test_engine_gpu.py -rP
@@ -43,12 +43,13 @@ def tok():
 
 @pytest.fixture(scope='module')
 def q05(tok):
-    "Qwen2.5-0.5B's shape (494M parameters) with random bf16 weights, saved with the tiny tokenizer."
+    "A Qwen2-shaped model of ~0.48B parameters with random bf16 weights, saved with the tiny tokenizer."
     from transformers import AutoModelForCausalLM, Qwen2Config
     path = Path('/tmp/ftnb-gpu/q05')
     if not (path / 'config.json').exists():
-        cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                          num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6, tie_word_embeddings=True,
+        # vocab = the tokenizer's, so every sampled id decodes; the blocks carry the ~0.48B parameters (as bench/grpo.py '0.5b')
+        cfg = Qwen2Config(vocab_size=len(tok), hidden_size=1024, intermediate_size=4096, num_hidden_layers=32, num_attention_heads=16,
+                          num_key_value_heads=2, max_position_embeddings=4096, rope_theta=1e6, tie_word_embeddings=True,
                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
         torch.manual_seed(0)
         with torch.device('cuda'): m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
