@@ -18,15 +18,14 @@ from .config import ConfigError, RunConfig, save as save_config
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog
 
 # %% auto #0
-__all__ = ['training_args', 'sigint_stops', 'RunResult', 'build', 'train']
+__all__ = ['trainer_kwargs', 'training_args', 'sigint_stops', 'RunResult', 'build', 'train']
 
 # %% ../nbs/07_sft.ipynb #71ecc65c
-def training_args(cfg:RunConfig, has_eval:bool=False, **extra):
-    "TRL `SFTConfig` for `cfg` (extra kwargs override)."
-    from trl import SFTConfig
+def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
+    "The `TrainingArguments` fields that every ftnb trainer (SFT, GRPO) takes from `cfg` and the machine."
     t, cuda = cfg.train, torch.cuda.is_available()
     dtype = models.resolve_dtype(cfg.model.dtype)
-    kw = dict(
+    return dict(
         output_dir=str(cfg.run_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
@@ -36,9 +35,12 @@ def training_args(cfg:RunConfig, has_eval:bool=False, **extra):
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         seed=t.seed, data_seed=t.seed, report_to='none', use_cpu=not cuda, dataloader_num_workers=0,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        gradient_checkpointing=cfg.accel.gradient_checkpointing, use_liger_kernel=cfg.accel.liger,
-        **data.sft_kwargs(cfg.data))
-    return SFTConfig(**{**kw, **extra})
+        gradient_checkpointing=cfg.accel.gradient_checkpointing, use_liger_kernel=cfg.accel.liger)
+
+def training_args(cfg:RunConfig, has_eval:bool=False, **extra):
+    "TRL `SFTConfig` for `cfg` (extra kwargs override)."
+    from trl import SFTConfig
+    return SFTConfig(**{**trainer_kwargs(cfg, has_eval), **data.sft_kwargs(cfg.data), **extra})
 
 # %% ../nbs/07_sft.ipynb #35daa51a
 @contextmanager
@@ -99,9 +101,10 @@ def _finish(trainer, cfg, status) -> dict:
 def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None, callbacks=()) -> RunResult:
     "Fine-tune with TRL's SFTTrainer as `cfg` says; events go to the run folder and `queue`."
     from trl import SFTTrainer
+    if cfg.method.name == 'grpo':  # same run folder, events and stop path; ftnb.grpo builds on this module
+        from ftnb.grpo import train as train_grpo
+        return train_grpo(cfg, queue, stop, callbacks)
     cfg.check(); resume = _resume_arg(cfg)
-    if cfg.method.name == 'grpo':
-        raise ConfigError('method.name', 'grpo', "use 'sft' or 'pretrain' in this version", 'GRPO is not in this version of ftnb yet')
     cfg.run_dir.mkdir(parents=True, exist_ok=True); save_config(cfg, cfg.run_dir/'config.yaml')
     bus, stop = Bus(RunLog(cfg.run_dir), queue), stop or threading.Event()
     cb = EventCallback(bus, stop, config=cfg.model_dump(mode='json'))
