@@ -57,7 +57,7 @@ class Probe:
         orig = profiling.ProfilingContext._log_metrics
         probe = self
         def log(ctx, duration):
-            probe.prof.append((len(probe.t), ctx.name, duration)); return orig(ctx, duration)
+            probe.prof.append((len(probe.t), ctx.name.split('.', 1)[-1], duration)); return orig(ctx, duration)  # drop the trainer class
         profiling.ProfilingContext._log_metrics = log
         class CB(TrainerCallback):
             def on_step_begin(s, args, state, control, **kw): probe.t0 = time.perf_counter()
@@ -97,7 +97,6 @@ def grpo_args(way:str, steps:int, out:str):
 def run_way(size:str, way:str, steps:int) -> dict:
     "One (size, way) in this process."
     import torch
-    os.environ.setdefault('RANK', '0'); os.environ.setdefault('LOCAL_RANK', '0'); os.environ.setdefault('WORLD_SIZE', '1')
     path, data = build(size), prompts_file()
     probe = Probe()
     from ftnb.rewards import get
