@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a field, e.g. adapter.r=8 (repeatable)')
     d = sub.add_parser('demo', help='fine-tune the offline tiny model on toy addition, show before/after, write a report')
     d.add_argument('--out', default='runs', help='folder for the demo run (default: runs)')
+    d.add_argument('--method', choices=['sft', 'grpo'], default='sft', help='sft (default), or grpo: a short SFT, then GRPO raises the reward')
     c = sub.add_parser('config', help='print the JSON schema, the defaults, or a checked config')
     c.add_argument('config', nargs='?', help='config file to check and print as YAML')
     c.add_argument('--schema', action='store_true', help='print the JSON schema')
@@ -61,7 +62,8 @@ def run(argv:list[str]|None=None) -> int:
         res = train(_load(a.config, a.set))
         print(f'{res.status} at step {res.step}: {res.run_dir}')
     elif a.cmd == 'demo':
-        from ftnb.demo import run_demo
+        if a.method == 'grpo': from ftnb.grpo_demo import run_grpo_demo as run_demo
+        else: from ftnb.demo import run_demo
         run_demo(a.out)
     elif a.cmd == 'report':
         from ftnb.viz import write_report
