@@ -15,7 +15,8 @@ from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_eval
 
 FIX = Path(__file__).parent/'fixtures'
 SFT, GRPO = FIX/'sft_run', FIX/'grpo_run'
-RUNS = [pytest.param(SFT, id='sft'), pytest.param(GRPO, id='grpo')]
+GRPO_CPU = FIX/'grpo_cpu_run'  # a real recorded GRPO run (make_grpo_cpu_fixture.py); grpo_run is synthetic
+RUNS = [pytest.param(SFT, id='sft'), pytest.param(GRPO, id='grpo'), pytest.param(GRPO_CPU, id='grpo-cpu-recorded')]
 
 def names(fig, meta=None): return [t.name for t in fig.data if t.meta == meta]
 
@@ -270,6 +271,7 @@ def test_report(run, tmp_path):
     assert txt.count("class='ftnb-fig'") == len(views)
     assert 'finished at step' in txt
     if run == GRPO: assert 'Rollouts of step 16' in txt and 'What is' in txt and 'max_completion_length' in txt
+    if run == GRPO_CPU: assert 'Rollouts of step 12' in txt and 'rewards/exact_answer' in txt
 
 @pytest.mark.parametrize('run', RUNS)
 def test_cli_report(run, tmp_path):
