@@ -1,8 +1,14 @@
 """GRPO step time and GPU memory: ftnb against TRL colocate+sleep and TRL without vLLM, in one process per way.
 
 Run on the GPU machine (shared/gpu/README.md), from the repository root:
-    PYTHONPATH=/tmp/site python bench/grpo.py --sizes 0.5b,1.5b --ways trl_hf,trl_colocate,ftnb --out $OUT/grpo.json
+    PYTHONPATH=/tmp/site python bench/grpo.py --sizes 0.5b,1.5b --ways trl_colocate,ftnb,ftnb_adapter,trl_hf --out $OUT/grpo.json
 Each (size, way) runs in its own subprocess, so one way's leftovers cannot count against the next.
+
+Ways: trl_colocate = GRPOTrainer(use_vllm=True, vllm_mode='colocate', vllm_enable_sleep_mode=True); trl_hf = the same
+without vLLM; ftnb = ftnb.grpo.train with its defaults (sync 'auto', which merges a plain LoRA into copies, sleep level
+2); ftnb_adapter / ftnb_merge = ftnb with method.sync forced, to choose 'auto' by measurement. Each way runs at its
+library's defaults otherwise; one difference matters: TRL's GRPOConfig turns gradient checkpointing on by default and
+ftnb leaves it off (accel.gradient_checkpointing), so each result records it.
 
 Setup, the same for every way: a Qwen2-shaped model with random bf16 weights built here (vocabulary = the tiny local
 tokenizer's, so every sampled id decodes), LoRA r16 alpha 32 on all linear layers, 4 prompts x 8 generations = 32
@@ -101,17 +107,20 @@ def run_way(size:str, way:str, steps:int) -> dict:
     probe = Probe()
     from ftnb.rewards import get
     reward = get('length_penalty', max_len=300)
-    if way == 'ftnb':
+    if way.startswith('ftnb'):
         from ftnb.config import RunConfig
         from ftnb.grpo import train
         cfg = RunConfig.model_validate({'model': {'name_or_path': str(path), 'dtype': 'bfloat16'},
             'data': {'path': str(data), 'eval_fraction': 0, 'max_length': 64},
             'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
             'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 300}], 'num_generations': 8,
-                       'max_completion_length': 256, 'beta': 0.0, 'engine': 'vllm', 'gpu_memory_utilization': 0.3, 'max_model_len': 512},
+                       'max_completion_length': 256, 'beta': 0.0, 'engine': 'vllm', 'gpu_memory_utilization': 0.3, 'max_model_len': 512,
+                       **({'sync': way.split('_')[1]} if '_' in way else {})},
             'train': {'output_dir': '/tmp/ftnb-bench/runs', 'run_name': f'ftnb-{size}', 'max_steps': steps, 'batch_size': 32,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
-        train(cfg, callbacks=[probe.callback])
+        res = train(cfg, callbacks=[probe.callback])
+        m = cfg.method
+        settings = dict(sync=m.sync, sleep_level=m.sleep_level, gradient_checkpointing=res.trainer.args.gradient_checkpointing)
     else:
         from datasets import Dataset
         from peft import LoraConfig
@@ -124,9 +133,11 @@ def run_way(size:str, way:str, steps:int) -> dict:
                          train_dataset=ds, processing_class=tok, callbacks=[probe.callback],
                          peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules='all-linear', task_type='CAUSAL_LM'))
         tr.train()
+        settings = dict(sleep_level=2 if tr.args.vllm_enable_sleep_mode and tr.args.use_vllm else 0,
+                        gradient_checkpointing=tr.args.gradient_checkpointing)
     probe.stop = True
     params = sum(p.numel() for p in AutoConfigParams(path))
-    return dict(size=size, way=way, params_m=params / 1e6, **probe.summary())
+    return dict(size=size, way=way, params_m=params / 1e6, **settings, **probe.summary())
 
 def AutoConfigParams(path):
     "Parameter tensors of the saved model, counted on the meta device (no memory)."

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from peft import PeftModel
 from peft.utils import PeftType
+from peft.tuners.lora import LoraLayer, Linear as LoraLinear, Embedding as LoraEmbedding
+from peft.tuners.lora.layer import _ConvNd as LoraConv
 from trl.generation.vllm_generation import VLLMGeneration
 from trl.trainer.utils import ensure_master_addr_port
 from .config import ConfigError
@@ -22,10 +24,10 @@ from .config import ConfigError
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'choose_sync', 'hf_weights',
-           'merged', 'lora_rank', 'check_alloc_conf', 'model_path', 'check_cpu_head_dim', 'EngineSpec',
-           'vllm_available', 'disk_weights', 'VLLMEngine', 'current_engine', 'shutdown_engine', 'pick_engine',
-           'engine_spec', 'get_engine', 'EngineGeneration', 'serve_trl']
+__all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'choose_sync', 'merges_by_copy',
+           'hf_weights', 'merged', 'lora_rank', 'check_alloc_conf', 'model_path', 'check_cpu_head_dim', 'EngineSpec',
+           'vllm_available', 'disk_weights', 'check_one_cumem', 'VLLMEngine', 'current_engine', 'shutdown_engine',
+           'pick_engine', 'engine_spec', 'get_engine', 'EngineGeneration', 'serve_trl']
 
 # %% ../nbs/09_engine.ipynb #0be03c0e
 def gpu_mem_gib()->float|None:
@@ -162,28 +164,56 @@ def choose_sync(model:nn.Module, # the training model
     if getattr(pc, 'alora_invocation_tokens', None):
         raise ConfigError('method.engine', 'vllm', "use method.engine='hf' (or 'auto', which picks HF for aLoRA)",
                           'vLLM has no activated-LoRA (aLoRA) support and an aLoRA adapter cannot be merged')
+    if not quant_method(model): return 'merge'  # measured faster (bench/grpo.py); the only way for DoRA and modules_to_save
     if pc.peft_type == PeftType.LORA and not pc.use_dora and not pc.modules_to_save: return 'adapter'
-    if quant_method(model):
-        raise ConfigError('adapter.method', 'dora' if getattr(pc, 'use_dora', False) else str(pc.peft_type),
-                          "use plain LoRA (no DoRA, no modules_to_save) on a quantized base, or method.engine='hf'",
-                          "vLLM cannot serve this adapter and it cannot be merged into quantized weights")
-    return 'merge'  # DoRA, modules_to_save, other PEFT types: vLLM's LoRA loader refuses them, merging works
+    raise ConfigError('adapter.method', 'dora' if getattr(pc, 'use_dora', False) else str(pc.peft_type),
+                      "use plain LoRA (no DoRA, no modules_to_save) on a quantized base, or method.engine='hf'",
+                      "vLLM cannot serve this adapter and it cannot be merged into quantized weights")
 
 # %% ../nbs/09_engine.ipynb #fe2328fb
+_COPY_MERGE = (LoraLinear, LoraEmbedding, LoraConv)  # PEFT layers whose get_delta_weight has the base weight's shape
+
+def _adapted(model:PeftModel)->dict:
+    "{module name: LoRA layer} for the layers that carry the active adapter."
+    a = model.active_adapter
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoraLayer) and (a in m.lora_A or a in m.lora_embedding_A)}
+
+def merges_by_copy(model:nn.Module)->bool:
+    "True when `hf_weights(model, merge=True)` can merge every adapted layer into a copy (PEFT's Linear, Embedding, Conv)."
+    if not isinstance(model, PeftModel): return False
+    a = model.active_adapter
+    return all(isinstance(m, _COPY_MERGE) and not (m.lora_bias.get(a) and getattr(m.get_base_layer(), 'bias', None) is None)
+               for m in _adapted(model).values())
+
+@torch.no_grad()
+def _merged_copy(layer:LoraLayer, adapter:str, leaf:str, t:torch.Tensor)->torch.Tensor:
+    "The base layer's `leaf` tensor with the adapter merged in, as a new tensor: PEFT's merge, without writing to `t`."
+    if leaf == 'weight':
+        variant = getattr(layer, 'lora_variant', {}).get(adapter)
+        if variant is not None: return variant.merge_safe(layer, adapter, t.clone())  # DoRA: PEFT's safe (copying) merge
+        return t + layer.get_delta_weight(adapter).to(t.dtype)
+    if leaf == 'bias' and layer.lora_bias.get(adapter): return t + (layer.lora_B[adapter].bias * layer.scaling[adapter]).to(t.dtype)
+    return t
+
 def hf_weights(model:nn.Module, # the training model: a PeftModel or a plain transformers model
+               merge:bool=False, # PeftModel: merge the active adapter into copies of the weights it adapts
               ):
-    "(checkpoint name, tensor) for every weight vLLM loads; a PeftModel gives its base weights without the adapter."
+    "(checkpoint name, tensor) for every weight vLLM loads; a PeftModel gives its base weights, merged with the adapter if `merge`."
     if not isinstance(model, PeftModel):
         for n, p in model.named_parameters(): yield n, p.detach()
         return
+    if merge and not merges_by_copy(model): raise ValueError('this adapter has layers hf_weights cannot merge: use merged(model)')
+    a, layers = model.active_adapter, _adapted(model) if merge else {}
     for n, p in model.named_parameters():
-        n = n.removeprefix('base_model.model.').replace('.base_layer', '')
-        if model.prefix in n or 'original_module' in n: continue  # lora_A/lora_B..., and the frozen copy of modules_to_save
-        yield n.replace('modules_to_save.default.', ''), p.detach()
+        name = n.removeprefix('base_model.model.').replace('.base_layer', '')
+        if model.prefix in name or 'original_module' in name: continue  # lora_A/lora_B..., and the frozen copy of modules_to_save
+        owner, _, leaf = n.rpartition('.')
+        layer = layers.get(owner.removesuffix('.base_layer')) if owner.endswith('.base_layer') else None
+        yield name.replace('modules_to_save.default.', ''), p.detach() if layer is None else _merged_copy(layer, a, leaf, p.detach())
 
 @contextmanager
 def merged(model:PeftModel):
-    "The adapter merged into the base weights inside the block, unmerged after (TRL's sync)."
+    "The adapter merged into the base weights inside the block, unmerged after (TRL's sync; ftnb uses it only for layers it cannot merge by copy)."
     model.merge_adapter()
     try: yield model
     finally: model.unmerge_adapter()
@@ -314,6 +344,25 @@ def _free_llm(llm):
         type(current_platform)._global_graph_pool = None
     except Exception as e: _log.debug('CUDA graph cleanup skipped: %s', e)
     torch._dynamo.reset()  # compiled code holds the old model's modules
+    gc.collect()
+    try:  # the sleep-mode pools keep freed blocks until they are dropped; vLLM itself drops them only at exit
+        from vllm.device_allocator.cumem import CuMemAllocator
+        pools = getattr(CuMemAllocator, 'instance', None)
+        if pools is not None and hasattr(pools, 'release_pools'): pools.release_pools()
+    except Exception as e: _log.debug('CuMem pool release skipped: %s', e)
+
+def check_one_cumem(spec:EngineSpec):
+    "Raise a ConfigError when vLLM's sleep-mode allocator still holds an earlier engine's memory in this process."
+    # vLLM asserts `get_current_usage() == 0` deep in its worker ("CuMem allocator can only be used for one instance per
+    # process"). Measured on vLLM 0.26: after shutting an engine down, a new one with sleep mode could not start in the
+    # same process. This says so before anything is loaded, with what to do instead.
+    try: from vllm.device_allocator.cumem import CuMemAllocator
+    except ImportError: return
+    pools = getattr(CuMemAllocator, 'instance', None)
+    held = pools.get_current_usage() if pools is not None else 0
+    if held: raise ConfigError('model.name_or_path', spec.model,
+        'restart the kernel to start an engine with another model or other engine settings (re-running with the same settings reuses the running engine), or set method.sleep_level=0',
+        f"vLLM's sleep mode serves one engine per process, and its memory pool still holds {held / 2**30:.2f} GiB of the previous engine")
 
 # %% ../nbs/09_engine.ipynb #8835ca04
 class VLLMEngine(Engine):
@@ -344,6 +393,7 @@ class VLLMEngine(Engine):
         from vllm import LLM
         s = self.spec
         _launcher_env()
+        if self.can_sleep and not self.on_cpu: check_one_cumem(s)
         lora = dict(enable_lora=True, max_lora_rank=s.max_lora_rank, max_loras=1) if s.max_lora_rank else {}
         try:
             return LLM(model=s.model, dtype=s.dtype, max_model_len=s.max_model_len, gpu_memory_utilization=s.gpu_memory_utilization,
@@ -404,15 +454,17 @@ VLLMEngine.sleep, VLLMEngine._wake_weights, VLLMEngine.wake, VLLMEngine._reload 
 # %% ../nbs/09_engine.ipynb #7a2f1e1b
 def _check_how(self:VLLMEngine, model:nn.Module, how:str):
     "Raise a ConfigError when `how` cannot send `model` to this engine."
-    if how not in ('full', 'merge', 'adapter'): raise ConfigError('sync.how', how, "use 'auto', 'full', 'merge' or 'adapter'")
+    if how not in ('full', 'merge', 'adapter'): raise ConfigError('method.sync', how, "use 'auto', 'full', 'merge' or 'adapter'")
     if how != 'full' and not isinstance(model, PeftModel):
-        raise ConfigError('sync.how', how, "use 'full' (or 'auto') for a model without an adapter", 'the model has no PEFT adapter')
+        raise ConfigError('method.sync', how, "use 'full' (or 'auto') for a model without an adapter", 'the model has no PEFT adapter')
     if how == 'adapter':
         r, have = lora_rank(model), self.spec.max_lora_rank
-        if choose_sync(model) != 'adapter': raise ConfigError('sync.how', how, "use 'merge' (or 'auto')", "vLLM cannot load this adapter (DoRA or modules_to_save)")
-        if r > have: raise ConfigError('adapter.r', r, 'start the engine with get_engine(model) so it sizes LoRA for the adapter',
+        pc = model.active_peft_config
+        if pc.peft_type != PeftType.LORA or pc.use_dora or pc.modules_to_save:
+            raise ConfigError('method.sync', how, "use 'merge' (or 'auto')", "vLLM cannot load this adapter (DoRA or modules_to_save)")
+        if r > have: raise ConfigError('adapter.r', r, "start the engine with get_engine(model, sync='adapter') so it sizes LoRA for the adapter",
                                        f'the engine serves LoRA ranks up to {have}')
-    if how == 'merge' and quant_method(model): raise ConfigError('sync.how', how, "use 'adapter' (or 'auto')", 'cannot merge into quantized weights')
+    if how == 'merge' and quant_method(model): raise ConfigError('method.sync', how, "use 'adapter' (or 'auto')", 'cannot merge into quantized weights')
 
 def _push(self:VLLMEngine, weights):
     "Copy (checkpoint name, tensor) pairs into vLLM's model."
@@ -455,7 +507,8 @@ def _sync(self:VLLMEngine, model:nn.Module, # the training model
             self._push_adapter(model)
             self._base_of = weakref.ref(model)
         else:
-            with merged(model) if how == 'merge' else nullcontext(): self._push(hf_weights(model))
+            copy = how == 'merge' and merges_by_copy(model)  # else PEFT's in-place merge (TRL's way) for exotic layers
+            with merged(model) if how == 'merge' and not copy else nullcontext(): self._push(hf_weights(model, merge=copy))
             self._drop_adapter()
             self._base_of = None
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
@@ -526,9 +579,13 @@ def engine_spec(model,                 # the training model, or the folder / hub
                 max_model_len:int=1024, gpu_memory_utilization:float=0.3,
                 sleep_level:int=1,     # 0 = never sleep (sleep mode off)
                 max_lora_rank:int|None=None, # None = from the model's adapter when it syncs as an adapter
-                max_num_seqs:int=256, seed:int=0, **vllm_kwargs)->EngineSpec:
+                max_num_seqs:int=256, seed:int=0,
+                sync:str='auto',       # how the model will sync ('auto', 'merge', 'adapter', 'full'): only 'adapter' needs LoRA in vLLM
+                **vllm_kwargs)->EngineSpec:
     "The EngineSpec for serving `model`."
-    if max_lora_rank is None: max_lora_rank = lora_rank(model) if isinstance(model, nn.Module) and choose_sync(model) == 'adapter' else 0
+    if max_lora_rank is None:
+        how = (choose_sync(model) if sync == 'auto' else sync) if isinstance(model, nn.Module) else 'full'
+        max_lora_rank = lora_rank(model) if how == 'adapter' else 0
     q = quant_method(model) if isinstance(model, nn.Module) else None
     return EngineSpec(model_path(model), _dtype(model, dtype), max_model_len, gpu_memory_utilization, sleep_level > 0, max_lora_rank,
                       max_num_seqs, seed, 'bitsandbytes' if q == 'bitsandbytes' else None, q is not None, vllm_kwargs)

@@ -46,7 +46,7 @@ def prompts(tok): return [tok('12+34=')['input_ids'], tok('5+6=')['input_ids'], 
 
 @pytest.fixture(scope='module')
 def eng(tiny_path):
-    e = get_engine(lora_model(tiny_path), engine='vllm', max_model_len=128)
+    e = get_engine(lora_model(tiny_path), engine='vllm', max_model_len=128, sync='adapter')  # LoRA on: both ways can sync
     yield e
     shutdown_engine()
 
@@ -67,11 +67,11 @@ def test_generate_shapes_logprobs_seed(eng, prompts):
 def test_adapter_sync_matches_peft(eng, tiny_path, prompts, tok):
     pm = lora_model(tiny_path, seed=1)
     hf = HFEngine(pm, tok)
-    assert eng.sync(pm) == 'adapter' and eng._lora is not None
+    assert eng.sync(pm, 'adapter') == 'adapter' and eng._lora is not None
     assert greedy(eng, prompts) == greedy(hf, prompts)
     first = eng._lora
     nudge(pm, 1)
-    eng.sync(pm)
+    eng.sync(pm, 'adapter')
     assert eng._lora.lora_int_id == first.lora_int_id + 1 and not (eng._lora_dir / f'v{first.lora_int_id}').exists()
     assert greedy(eng, prompts) == greedy(hf, prompts)  # a new adapter id each sync: never the stale one
     names = [p['name'] for p in eng.drain_phases()]
@@ -96,7 +96,7 @@ def test_merge_and_full_sync(eng, tiny_path, prompts, tok):
     nudge(full, 3, 0.5)
     assert eng.sync(full) == 'full'
     assert greedy(eng, prompts) == greedy(HFEngine(full, tok), prompts)
-    eng.sync(pm)  # back to the adapter: the base weights go again first
+    eng.sync(pm, 'adapter')  # back to the adapter: the base weights go again first
     assert greedy(eng, prompts) == greedy(HFEngine(pm, tok), prompts)
     with pytest.raises(ConfigError, match="'full'"): eng.sync(full, 'adapter')
 
@@ -107,7 +107,7 @@ def test_level2_reload_logic(eng, tiny_path, prompts, tok):
     want = greedy(HFEngine(pm, tok), prompts)
     eng._stale = True  # what sleep(2) leaves behind
     assert greedy(eng, prompts) == want and not eng._stale
-    assert [p['name'] for p in eng.drain_phases()][-2:] == ['sync:adapter', 'generate']
+    assert [p['name'] for p in eng.drain_phases()][-2:] == ['sync:merge', 'generate']  # the way of the last sync
     del pm; gc.collect()  # the run's model is gone: the checkpoint on disk is all there is
     eng._stale = True
     base = AutoModelForCausalLM.from_pretrained(tiny_path)
@@ -155,6 +155,7 @@ def test_grpo_two_steps_with_trl_colocate(tiny_path, tok, tmp_path):
     logs = [h for h in tr.state.log_history if 'sampling/sampling_logp_difference/max' in h]
     assert len(logs) == 2 and all(h['sampling/sampling_logp_difference/max'] < 1e-3 for h in logs)
     assert all(abs(h['sampling/importance_sampling_ratio/mean'] - 1) < 1e-3 for h in logs)
-    assert [p['name'] for p in eng.drain_phases()] == ['sync:adapter', 'generate'] * 2
+    assert [p['name'] for p in eng.drain_phases()] == ['sync:merge', 'generate'] * 2  # 'auto' merges a plain LoRA
+    assert eng.spec.max_lora_rank == 0  # and its engine has no LoRA kernels
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
     shutdown_engine()

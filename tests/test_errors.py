@@ -61,6 +61,7 @@ CASES = [
     ("`--set` without `=`", lambda: C.apply_sets(C.RunConfig(), ['adapter.r'])),
     ("response_template with chat data", lambda: C.RunConfig(data=C.DataCfg(format='messages', response_template='### Answer:'))),
     ("GRPO batch not divisible by num_generations", lambda: C.RunConfig(method=C.MethodCfg(name='grpo', num_generations=3))),
+    ("GRPO merging an adapter into 4-bit weights", lambda: C.RunConfig(adapter=C.AdapterCfg(method='qlora'), method=C.MethodCfg(name='grpo', sync='merge'))),
     ("an fms-hf-tuning config with prompt tuning", lambda: C.from_fms({'model_name_or_path': 'm', 'peft_method': 'pt'})),
     ("a data file that does not exist", lambda: _rows('missing.jsonl')),
     ("a JSONL file with a broken line", lambda: _rows(_write('bad.jsonl', '{"text": "ok"}\n{"text": "broken\n'))),

@@ -76,7 +76,7 @@ def pm(q05): return load_lora(q05)
 @pytest.fixture(scope='module')
 def prompts(tok): return [tok(f'{a}+{b}=')['input_ids'] for a, b in [(12, 34), (5, 6), (100, 1), (7, 77)]]
 
-SPEC = dict(engine='vllm', max_model_len=1024, gpu_memory_utilization=0.3, sleep_level=1)
+SPEC = dict(engine='vllm', max_model_len=1024, gpu_memory_utilization=0.3, sleep_level=1, sync='adapter')  # LoRA on: both ways sync
 
 def greedy(eng, prompts): return eng.generate(prompts, max_tokens=32, temperature=0)
 
@@ -121,8 +121,9 @@ def test_greedy_identical_after_level2_sleep(pm, q05, prompts):
             first = divergence(before, greedy(eng, prompts)); report('level2_disk', first_divergence=first)
             assert min(first) >= 8, first
     eng.sync(pm, 'merge'); m1 = greedy(eng, prompts)
-    eng.sleep(2); eng.wake(); m2 = greedy(eng, prompts)
-    report('level2_merge', identical=m1 == m2)  # may differ: each bf16 merge/unmerge rounds the base weights (not asserted)
+    eng.sleep(2); eng.wake(); m2 = greedy(eng, prompts)  # wake merges again, into fresh copies: the same weights
+    report('level2_merge', identical=m1 == m2, first_divergence=divergence(m1, m2))
+    assert min(divergence(m1, m2)) >= 8
     res = {}
     for via in ('reload', 'load'):  # vLLM's layerwise reload (the CPU path) must give the same weights as load_weights
         eng.push_via, eng._base_of = via, None  # no base on record: the base weights go too, not just the adapter
@@ -182,14 +183,15 @@ def test_trl_grpo_two_steps_with_sleep(pm, tok, tmp_path):
     report('trl_grpo', train_s=train_s, logp_diff_mean=logs[-1]['sampling/sampling_logp_difference/mean'],
            is_ratio_mean=logs[-1]['sampling/importance_sampling_ratio/mean'], phases=' '.join(names))
     assert len(logs) == 2 and logs[-1]['sampling/sampling_logp_difference/mean'] < 0.1
-    assert 'sleep:1' in names and 'sync:adapter' in names
+    assert 'sleep:1' in names and 'sync:merge' in names  # serve_trl's 'auto' merges a plain LoRA
     del tr; gc.collect(); torch.cuda.empty_cache()
 
 def test_back_to_back_runs_do_not_grow_memory(q05, prompts):
     "A notebook cell run three times: load, LoRA, engine, sync, generate, sleep. Memory between runs stays flat."
+    from ftnb.config import ConfigError
     from ftnb.engine import current_engine, get_engine, shutdown_engine
-    shutdown_engine(); gc.collect(); torch.cuda.empty_cache()
-    base = used_gib()
+    gc.collect(); torch.cuda.empty_cache()
+    base = used_gib()  # the module's engine asleep (the same settings as the runs below: they reuse it)
     def run(seed, **spec):
         model = load_lora(q05, seed)
         eng = get_engine(model, **{**SPEC, **spec})
@@ -199,10 +201,19 @@ def test_back_to_back_runs_do_not_grow_memory(q05, prompts):
     e1, m1 = run(1)
     e2, m2 = run(2)
     assert e2 is e1  # the same engine serves the second run
-    t0 = time.time(); e3, m3 = run(3, max_model_len=512); replace_s = time.time() - t0  # another engine: the old one goes first
-    assert e3 is not e1 and e1.llm is None and current_engine() is e3
+    # Other engine settings: the old engine goes first. vLLM 0.26 allowed one sleep-mode engine per process; ftnb
+    # releases the old one's pools and then either starts the new one or says, before loading anything, to restart.
+    t0 = time.time()
+    try: e3, m3, err = *run(3, max_model_len=512), None
+    except ConfigError as e: e3, m3, err = None, None, str(e)
+    replace_s = time.time() - t0
+    assert e1.llm is None
+    gc.collect(); torch.cuda.empty_cache()
+    after3 = used_gib()
     shutdown_engine(); gc.collect(); torch.cuda.empty_cache()
     end = used_gib()
-    report('back_to_back', base_gib=base, after_run1_gib=m1, after_run2_gib=m2, after_run3_new_engine_gib=m3,
-           after_shutdown_gib=end, replace_engine_s=replace_s)
-    assert m2 <= m1 + 0.25 and m3 <= m1 + 0.5 and end <= base + 0.5
+    report('back_to_back', base_gib=base, after_run1_gib=m1, after_run2_gib=m2, after_run3_other_settings_gib=m3,
+           after_run3_gib=after3, after_shutdown_gib=end, replace_s=replace_s, second_engine=err or 'started')
+    assert m1 <= base + 0.25 and m2 <= m1 + 0.25 and after3 <= m1 + 0.5 and end <= base
+    if err: assert 'restart the kernel' in err and 'one engine per process' in err
+    else: assert current_engine() is None and e3 is not e1

@@ -1,6 +1,7 @@
-"""20 GRPO steps with LoRA on a Qwen2-shaped ~0.48B model (random weights built here) with ftnb's colocated vLLM engine
-and sleep mode on. Run on the GPU machine: PYTHONPATH=/tmp/site pytest -m gpu tests/gpu/test_grpo_gpu.py -rP"""
-import json, sys
+"""GRPO through ftnb.train on a Qwen2-shaped ~0.48B model (random weights built here) with ftnb's colocated vLLM engine
+and sleep mode on (the defaults: sync 'auto' = merge, sleep level 2): 20 steps, then a second run in the same process,
+as a notebook cell run again. Run on the GPU machine: PYTHONPATH=/tmp/site pytest -m gpu tests/gpu/test_grpo_gpu.py -rP"""
+import gc, json, sys
 from pathlib import Path
 import pytest
 
@@ -8,25 +9,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 torch = pytest.importorskip('torch')
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 
-def test_twenty_grpo_steps_with_sleep(tmp_path):
+def used_gib():
+    torch.cuda.synchronize(); free, total = torch.cuda.mem_get_info()
+    return round((total - free) / 2**30, 3)
+
+def test_twenty_grpo_steps_then_a_second_run(tmp_path):
     pytest.importorskip('vllm')
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]/'bench'))
     from grpo import build, prompts_file
     from ftnb.config import RunConfig
+    from ftnb.engine import current_engine
     from ftnb.events import read_jsonl
     from ftnb.sft import train
-    cfg = RunConfig.model_validate({'model': {'name_or_path': str(build('0.5b')), 'dtype': 'bfloat16'},
-        'data': {'path': str(prompts_file()), 'eval_fraction': 0, 'max_length': 64},
-        'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
-        'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 40}], 'num_generations': 8,
-                   'max_completion_length': 64, 'engine': 'vllm', 'sleep_level': 1, 'gpu_memory_utilization': 0.3, 'max_model_len': 256},
-        'train': {'output_dir': str(tmp_path), 'run_name': 'grpo20', 'max_steps': 20, 'batch_size': 16, 'lr': 1e-5,
-                  'logging_steps': 1, 'save_steps': 100_000}})
-    res = train(cfg)
+    def cfg(name, steps):
+        return RunConfig.model_validate({'model': {'name_or_path': str(build('0.5b')), 'dtype': 'bfloat16'},
+            'data': {'path': str(prompts_file()), 'eval_fraction': 0, 'max_length': 64},
+            'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
+            'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 40}], 'num_generations': 8,
+                       'max_completion_length': 64, 'engine': 'vllm', 'gpu_memory_utilization': 0.3, 'max_model_len': 256},
+            'train': {'output_dir': str(tmp_path), 'run_name': name, 'max_steps': steps, 'batch_size': 16, 'lr': 1e-5,
+                      'logging_steps': 1, 'save_steps': 100_000}})
+    res = train(cfg('grpo20', 20))
     assert (res.status, res.step) == ('finished', 20)
+    eng = current_engine()
     tl = read_jsonl(res.run_dir/'timeline.jsonl')
-    names = {p['name'].split(':')[0] for row in tl for p in row['phases']}
-    print('GRPO-GPU', json.dumps({'steps': res.step, 'timeline_rows': len(tl), 'phases': sorted(names),
-          'rollout_files': len(list((res.run_dir/'rollouts').glob('*.parquet')))}))
-    assert len(tl) == 20 and {'generate', 'sleep'} <= names
-    assert len(list((res.run_dir/'rollouts').glob('*.parquet'))) == 20
+    names = {p['name'] for row in tl for p in row['phases']}
+    details = {f"{p['name']}:{p.get('detail')}" for row in tl for p in row['phases'] if p.get('detail')}
+    gc.collect(); after1 = used_gib()
+    res = train(cfg('again', 5))  # the cell run again: `res` is replaced, as in a notebook
+    assert (res.status, res.step) == ('finished', 5) and current_engine() is eng  # the engine is reused
+    gc.collect(); after2 = used_gib()
+    between = [p['mem_gib'] for row in tl[2:] for p in row['phases'] if p['name'] == 'train']
+    print('GRPO-GPU', json.dumps({'steps': 20, 'timeline_rows': len(tl), 'phases': sorted(names), 'details': sorted(details),
+          'rollout_files': len(list((tmp_path/'grpo20'/'rollouts').glob('*.parquet'))), 'after_run1_gib': after1,
+          'after_run2_gib': after2, 'step_end_gib_max': max(between)}))
+    assert len(tl) == 20 and {'generate', 'sync', 'sleep', 'wake', 'train'} <= names
+    assert 'sync:merge' in details and 'sleep:2' in details  # the defaults
+    assert len(list((tmp_path/'grpo20'/'rollouts').glob('*.parquet'))) == 20
+    assert after2 <= after1 + 0.5  # a second run in the same process does not grow memory
