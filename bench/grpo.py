@@ -6,7 +6,8 @@ Each (size, way) runs in its own subprocess, so one way's leftovers cannot count
 
 Ways: trl_colocate = GRPOTrainer(use_vllm=True, vllm_mode='colocate', vllm_enable_sleep_mode=True); trl_hf = the same
 without vLLM; ftnb = ftnb.grpo.train with its defaults (sync 'auto', which merges a plain LoRA into copies, sleep level
-2); ftnb_adapter / ftnb_merge = ftnb with method.sync forced, to choose 'auto' by measurement. Each way runs at its
+2); ftnb_adapter / ftnb_merge = ftnb with method.sync forced, to choose 'auto' by measurement; ftnb_gc = ftnb with
+gradient checkpointing on, as TRL has it by default. Each way runs at its
 library's defaults otherwise; one difference matters: TRL's GRPOConfig turns gradient checkpointing on by default and
 ftnb leaves it off (accel.gradient_checkpointing), so each result records it.
 
@@ -115,7 +116,8 @@ def run_way(size:str, way:str, steps:int) -> dict:
             'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
             'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 300}], 'num_generations': 8,
                        'max_completion_length': 256, 'beta': 0.0, 'engine': 'vllm', 'gpu_memory_utilization': 0.3, 'max_model_len': 512,
-                       **({'sync': way.split('_')[1]} if '_' in way else {})},
+                       **({'sync': way.split('_')[1]} if way in ('ftnb_adapter', 'ftnb_merge') else {})},
+            'accel': {'gradient_checkpointing': way == 'ftnb_gc'},
             'train': {'output_dir': '/tmp/ftnb-bench/runs', 'run_name': f'ftnb-{size}', 'max_steps': steps, 'batch_size': 32,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
         res = train(cfg, callbacks=[probe.callback])
