@@ -344,18 +344,13 @@ def _free_llm(llm):
         type(current_platform)._global_graph_pool = None
     except Exception as e: _log.debug('CUDA graph cleanup skipped: %s', e)
     torch._dynamo.reset()  # compiled code holds the old model's modules
-    gc.collect()
-    try:  # the sleep-mode pools keep freed blocks until they are dropped; vLLM itself drops them only at exit
-        from vllm.device_allocator.cumem import CuMemAllocator
-        pools = getattr(CuMemAllocator, 'instance', None)
-        if pools is not None and hasattr(pools, 'release_pools'): pools.release_pools()
-    except Exception as e: _log.debug('CuMem pool release skipped: %s', e)
 
 def check_one_cumem(spec:EngineSpec):
     "Raise a ConfigError when vLLM's sleep-mode allocator still holds an earlier engine's memory in this process."
     # vLLM asserts `get_current_usage() == 0` deep in its worker ("CuMem allocator can only be used for one instance per
-    # process"). Measured on vLLM 0.26: after shutting an engine down, a new one with sleep mode could not start in the
-    # same process. This says so before anything is loaded, with what to do instead.
+    # process"). Measured on vLLM 0.26 (H100): after shutdown the device memory is back, but the allocator's books still
+    # list 23.5 GiB of the old engine, so a second sleep-mode engine cannot start in the process (dropping its pools with
+    # release_pools() did not change that). This says so before anything is loaded, with what to do instead.
     try: from vllm.device_allocator.cumem import CuMemAllocator
     except ImportError: return
     pools = getattr(CuMemAllocator, 'instance', None)
