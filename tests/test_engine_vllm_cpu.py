@@ -134,28 +134,18 @@ def test_small_heads_are_a_config_error(tok, tmp_path):
 
 def test_grpo_two_steps_with_trl_colocate(tiny_path, tok, tmp_path):
     "GRPOTrainer(use_vllm=True, vllm_mode='colocate') generates with ftnb's engine; the IS ratio stays at 1."
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl_steps import two_grpo_steps
     model = lora_model(tiny_path)
     with torch.no_grad():  # a fresh LoRA (B = 0), as a run starts
         for n, p in model.named_parameters():
             if 'lora_B' in n: p.zero_()
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    ds = Dataset.from_dict({'prompt': [f'{a}+{b}=' for a in range(4) for b in range(2)]})
-    def reward_len(completions, **kw): return [float(len(c)) for c in completions]
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
-                      max_steps=2, learning_rate=1e-2, use_vllm=True, vllm_mode='colocate', use_cpu=True, report_to=[],
-                      logging_steps=1, save_strategy='no', bf16=False, temperature=1.0)
     eng = get_engine(model, engine='vllm', max_model_len=64)
     eng.drain_phases()
-    with serve_trl(eng):
-        tr = GRPOTrainer(model=model, reward_funcs=reward_len, args=args, train_dataset=ds, processing_class=tok)
+    tr, logs, moved = two_grpo_steps(model, tok, eng, tmp_path, max_completion_length=8)
     assert tr.vllm_generation.llm is eng.llm  # no second LLM
-    tr.train()
-    logs = [h for h in tr.state.log_history if 'sampling/sampling_logp_difference/max' in h]
     assert len(logs) == 2 and all(h['sampling/sampling_logp_difference/max'] < 1e-3 for h in logs)
     assert all(abs(h['sampling/importance_sampling_ratio/mean'] - 1) < 1e-3 for h in logs)
     assert [p['name'] for p in eng.drain_phases()] == ['sync:merge', 'generate'] * 2  # 'auto' merges a plain LoRA
     assert eng.spec.max_lora_rank == 0  # and its engine has no LoRA kernels
-    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+    assert moved
     shutdown_engine()
