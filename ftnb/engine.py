@@ -24,10 +24,11 @@ from .config import ConfigError
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'choose_sync', 'merges_by_copy',
-           'hf_weights', 'merged', 'lora_rank', 'check_alloc_conf', 'model_path', 'check_cpu_head_dim', 'EngineSpec',
-           'vllm_available', 'disk_weights', 'check_one_cumem', 'VLLMEngine', 'current_engine', 'shutdown_engine',
-           'pick_engine', 'engine_spec', 'get_engine', 'EngineGeneration', 'serve_trl']
+__all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'vllm_loads_adapter',
+           'choose_sync', 'merges_by_copy', 'hf_weights', 'merged', 'lora_rank', 'check_alloc_conf', 'model_path',
+           'check_cpu_head_dim', 'EngineSpec', 'vllm_available', 'disk_weights', 'check_one_cumem', 'VLLMEngine',
+           'current_engine', 'shutdown_engine', 'pick_engine', 'engine_spec', 'get_engine', 'EngineGeneration',
+           'serve_trl']
 
 # %% ../nbs/09_engine.ipynb #0be03c0e
 def gpu_mem_gib()->float|None:
@@ -156,6 +157,11 @@ def quant_method(model:nn.Module)->str|None:
     q = getattr(_base(model), 'hf_quantizer', None)
     return str(getattr(q.quantization_config, 'quant_method', 'quantized')).split('.')[-1].lower() if q is not None else None
 
+def vllm_loads_adapter(model:nn.Module)->bool:
+    "True when vLLM's LoRA loader can take the model's active adapter: plain LoRA, no DoRA, no modules_to_save."
+    pc = model.active_peft_config if isinstance(model, PeftModel) else None
+    return pc is not None and pc.peft_type == PeftType.LORA and not pc.use_dora and not pc.modules_to_save
+
 def choose_sync(model:nn.Module, # the training model
                )->str:
     "How `sync(model, how='auto')` sends weights to vLLM: 'full', 'adapter' or 'merge'."
@@ -165,7 +171,7 @@ def choose_sync(model:nn.Module, # the training model
         raise ConfigError('method.engine', 'vllm', "use method.engine='hf' (or 'auto', which picks HF for aLoRA)",
                           'vLLM has no activated-LoRA (aLoRA) support and an aLoRA adapter cannot be merged')
     if not quant_method(model): return 'merge'  # measured faster (bench/grpo.py); the only way for DoRA and modules_to_save
-    if pc.peft_type == PeftType.LORA and not pc.use_dora and not pc.modules_to_save: return 'adapter'
+    if vllm_loads_adapter(model): return 'adapter'
     raise ConfigError('adapter.method', 'dora' if getattr(pc, 'use_dora', False) else str(pc.peft_type),
                       "use plain LoRA (no DoRA, no modules_to_save) on a quantized base, or method.engine='hf'",
                       "vLLM cannot serve this adapter and it cannot be merged into quantized weights")
@@ -454,8 +460,7 @@ def _check_how(self:VLLMEngine, model:nn.Module, how:str):
         raise ConfigError('method.sync', how, "use 'full' (or 'auto') for a model without an adapter", 'the model has no PEFT adapter')
     if how == 'adapter':
         r, have = lora_rank(model), self.spec.max_lora_rank
-        pc = model.active_peft_config
-        if pc.peft_type != PeftType.LORA or pc.use_dora or pc.modules_to_save:
+        if not vllm_loads_adapter(model):
             raise ConfigError('method.sync', how, "use 'merge' (or 'auto')", "vLLM cannot load this adapter (DoRA or modules_to_save)")
         if r > have: raise ConfigError('adapter.r', r, "start the engine with get_engine(model, sync='adapter') so it sizes LoRA for the adapter",
                                        f'the engine serves LoRA ranks up to {have}')
