@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 __all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'vllm_loads_adapter',
            'choose_sync', 'merges_by_copy', 'hf_weights', 'merged', 'lora_rank', 'check_alloc_conf', 'model_path',
            'check_cpu_head_dim', 'EngineSpec', 'vllm_available', 'disk_weights', 'check_one_cumem', 'VLLMEngine',
-           'current_engine', 'shutdown_engine', 'pick_engine', 'engine_spec', 'get_engine', 'EngineGeneration',
-           'serve_trl']
+           'frozen_heap', 'current_engine', 'shutdown_engine', 'pick_engine', 'engine_spec', 'get_engine',
+           'EngineGeneration', 'serve_trl']
 
 # %% ../nbs/09_engine.ipynb #0be03c0e
 def gpu_mem_gib()->float|None:
@@ -415,6 +415,18 @@ class VLLMEngine(Engine):
     def _vmodel(self)->nn.Module:
         "vLLM's model object (in-process; TRL reaches it the same way)."
         return self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+
+# %% ../nbs/09_engine.ipynb #33115745
+@contextmanager
+def frozen_heap():
+    "Inside the block, objects alive at its start are left out of garbage collection; at its end they are collectable again."
+    # vLLM's sleep runs gc.collect() twice, so every GRPO step pays for full collections. Measured on the H100 with the
+    # heap unfrozen: +0.6 s per step at 0.5B. vLLM avoids that by freezing the heap at engine start-up, for good, which in a
+    # notebook keeps the model of that moment forever (ftnb unfreezes after start-up). Freezing for one run keeps the
+    # collections cheap and still lets the run's objects go when it ends. Objects made during the block collect as usual.
+    gc.collect(); gc.freeze()
+    try: yield
+    finally: gc.unfreeze()
 
 # %% ../nbs/09_engine.ipynb #b769ca17
 def _sleep(self:VLLMEngine, level:int|None=None, # 1 = offload weights to CPU, 2 = drop them; None = self.sleep_level

@@ -15,7 +15,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from . import adapters, data, models, rewards as R
 from .config import ConfigError, DataCfg, DataError, MethodCfg, RunConfig, save as save_config
-from .engine import Engine, get_engine, gpu_mem_gib, serve_trl
+from .engine import Engine, frozen_heap, get_engine, gpu_mem_gib, serve_trl
 from .events import Bus, EventCallback, EventQueue, Log, Rollouts, RunEnd, RunLog, Timeline
 from .sft import RunResult, _finish, _resume_arg, recorded_failure, sigint_stops, trainer_kwargs
 
@@ -220,7 +220,7 @@ def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=N
             trainer = RolloutTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg), train_dataset=rows,
                                      processing_class=tok, callbacks=[*callbacks, rec, cb])  # cb last, as in sft
         rec.trainer = trainer
-        with sigint_stops(stop): trainer.train(resume_from_checkpoint=resume)
+        with sigint_stops(stop), frozen_heap(): trainer.train(resume_from_checkpoint=resume)  # cheap gc in vLLM's sleep
         status = 'stopped' if cb.stopped else 'finished'
         bus.emit(Log(step=trainer.state.global_step, message=f'rollout log and timeline: {rec.ms_per_step:.1f} ms per step'))
         metrics = _finish(trainer, cfg, status)
