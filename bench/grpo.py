@@ -6,10 +6,10 @@ Each (size, way) runs in its own subprocess, so one way's leftovers cannot count
 
 Ways: trl_colocate = GRPOTrainer(use_vllm=True, vllm_mode='colocate', vllm_enable_sleep_mode=True); trl_hf = the same
 without vLLM; ftnb = ftnb.grpo.train with its defaults (sync 'auto', which merges a plain LoRA into copies, sleep level
-2); ftnb_adapter / ftnb_merge = ftnb with method.sync forced, to choose 'auto' by measurement; ftnb_gc = ftnb with
-gradient checkpointing on, as TRL has it by default. Each way runs at its
-library's defaults otherwise; one difference matters: TRL's GRPOConfig turns gradient checkpointing on by default and
-ftnb leaves it off (accel.gradient_checkpointing), so each result records it.
+2, gradient checkpointing 'auto' = on for GRPO on a GPU); ftnb_adapter / ftnb_merge = ftnb with method.sync forced, to
+choose 'auto' by measurement; ftnb_gc / ftnb_nogc = ftnb with gradient checkpointing forced on / off. Each way runs at
+its library's defaults otherwise. Each result records its sync, sleep level and gradient checkpointing: the 'ftnb' rows
+of the files up to grpo_*_final.json ran when ftnb's default was checkpointing off, and say so.
 
 Setup, the same for every way: a Qwen2-shaped model with random bf16 weights built here (vocabulary = the tiny local
 tokenizer's, so every sampled id decodes), LoRA r16 alpha 32 on all linear layers, 4 prompts x 8 generations = 32
@@ -117,7 +117,7 @@ def run_way(size:str, way:str, steps:int) -> dict:
             'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 300}], 'num_generations': 8,
                        'max_completion_length': 256, 'beta': 0.0, 'engine': 'vllm', 'gpu_memory_utilization': 0.3, 'max_model_len': 512,
                        **({'sync': way.split('_')[1]} if way in ('ftnb_adapter', 'ftnb_merge') else {})},
-            'accel': {'gradient_checkpointing': way == 'ftnb_gc'},
+            'accel': {'gradient_checkpointing': {'ftnb_gc': True, 'ftnb_nogc': False}.get(way, 'auto')},
             'train': {'output_dir': '/tmp/ftnb-bench/runs', 'run_name': f'ftnb-{size}', 'max_steps': steps, 'batch_size': 32,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
         res = train(cfg, callbacks=[probe.callback])

@@ -130,7 +130,8 @@ class TrainCfg(Part):
 
 class AccelCfg(Part):
     "Speed and memory options."
-    gradient_checkpointing: bool = F(False, "Recompute activations in backward: less memory, ~30% slower.")
+    gradient_checkpointing: Literal['auto', True, False] = F('auto', "Recompute activations in backward: less memory, slower backward. "
+        "'auto': on for GRPO on a GPU (measured on an H100: about the same step time, 3.5 GiB less at 1.5B), off otherwise.")
     liger: bool = F(False, "Patch the model with Liger Triton kernels (GPU; needs ftnb[kernels]).")
     fp8: bool = F(False, "FP8 matmuls through torchao (Hopper GPU; needs ftnb[kernels]).")
     qat: bool = F(False, "Quantization-aware training through torchao (needs ftnb[kernels]).")

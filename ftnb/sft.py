@@ -35,7 +35,7 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         seed=t.seed, data_seed=t.seed, report_to='none', use_cpu=not cuda, dataloader_num_workers=0,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        gradient_checkpointing=cfg.accel.gradient_checkpointing, use_liger_kernel=cfg.accel.liger)
+        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=cfg.accel.liger)
 
 def training_args(cfg:RunConfig, has_eval:bool=False, **extra):
     "TRL `SFTConfig` for `cfg` (extra kwargs override)."
