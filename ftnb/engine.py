@@ -424,6 +424,8 @@ def frozen_heap():
     # heap unfrozen: +0.6 s per step at 0.5B. vLLM avoids that by freezing the heap at engine start-up, for good, which in a
     # notebook keeps the model of that moment forever (ftnb unfreezes after start-up). Freezing for one run keeps the
     # collections cheap and still lets the run's objects go when it ends. Objects made during the block collect as usual.
+    # A loop of your own around an engine's sleep and generate can use it the same way (measured: a level-2 sleep took
+    # 0.77 s with the heap of a pytest process unfrozen, 0.02 s frozen).
     gc.collect(); gc.freeze()
     try: yield
     finally: gc.unfreeze()
