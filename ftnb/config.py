@@ -45,6 +45,7 @@ def _takes_bool(ann) -> bool:
 
 def _want(ann) -> str:
     "What a field takes, in words."
+    if get_origin(ann) is Literal: return 'one of ' + ', '.join(map(repr, get_args(ann)))
     s = str(ann)
     return next((w for k, w in (('list', 'a list'), ('float', 'a number'), ('int', 'a whole number'), ('str', 'text')) if k in s), 'another value')
 
@@ -241,13 +242,13 @@ def _fix_for(err:dict, source:str='config') -> tuple[str, str]:
     field, name, v = '.'.join(map(str, loc)), str(loc[-1]), err.get('input')
     if kind == 'bool_for_other':
         eg = _part_of(loc).model_fields[name].default
-        return err['msg'], f"write {ctx['want']}" + (f", e.g. {field}={eg}" if source == '--set' else f", e.g. `{name}: {eg}`")
+        return err['msg'], f"write {ctx['want']}" + (f", e.g. {field}={eg}" if source == '--set' else f", e.g. {name}: {eg}")
     if kind == 'steps': return 'not a step count', "use -1 to train for train.epochs, or a positive number of optimizer steps"
     if kind in _LIMITS:
         k, op = _LIMITS[kind]
         return err['msg'], f"use a value {op} {ctx[k]} ({_part_of(loc).model_fields[name].description})"
     if kind == 'string_type' and isinstance(v, (int, float)):
-        how = f'--set "{field}=\'{v}\'"' if source == '--set' else f'`{name}: "{v}"`'
+        how = f'--set "{field}=\'{v}\'"' if source == '--set' else f'{name}: "{v}"'
         return f"{err['msg']}: YAML reads {v} as a number", f"quote it so it stays text: {how}"
     if kind == 'extra_forbidden':
         names = list(_part_of(loc).model_fields)
@@ -311,9 +312,9 @@ def _fms_value(key, v, d:dict):
     return v
 
 # %% ../nbs/00_config.ipynb #fafc0962
-def _fms_unknown(keys:list) -> list:
+def _fms_unknown(d:dict) -> list:
     "The keys ftnb ignores; a ConfigError for the first that is neither fms-hf-tuning's nor transformers.TrainingArguments'."
-    ignored = [k for k in keys if k not in FMS_KEYS]
+    ignored = [k for k in d if k not in FMS_KEYS]
     odd = [k for k in ignored if k not in FMS_NO_EQUIVALENT]
     if not odd: return ignored
     import dataclasses, transformers  # only here: a config with keys ftnb does not map (transformers is slow to import)
@@ -321,13 +322,13 @@ def _fms_unknown(keys:list) -> list:
     for k in odd:
         if k in known: continue
         near = difflib.get_close_matches(k, known, n=1)
-        raise ConfigError(k, 'unknown key', (f"did you mean {near[0]!r}? " if near else '') + f"keys ftnb maps: {', '.join(FMS_KEYS)} "
+        raise ConfigError(k, d[k], (f"did you mean {near[0]!r}? " if near else '') + f"keys ftnb maps: {', '.join(FMS_KEYS)} "
                           "(other fms-hf-tuning and TrainingArguments keys are ignored with a warning)", 'not an fms-hf-tuning or TrainingArguments key')
     return ignored
 
 def from_fms(d:dict) -> RunConfig:
     "A RunConfig from a flat fms-hf-tuning JSON dict: every key with an ftnb equivalent is kept, an unknown key is a ConfigError."
-    out, ignored = {}, _fms_unknown(list(d))
+    out, ignored = {}, _fms_unknown(d)
     for k, field in FMS_KEYS.items():
         if k not in d or (v := _fms_value(k, d[k], d)) is None and k != 'peft_method': continue
         part, name = field.split('.')
