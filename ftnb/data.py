@@ -16,8 +16,8 @@ from datasets import Dataset
 from .config import ConfigError, DataCfg, DataError
 
 # %% auto #0
-__all__ = ['FILE_EXTS', 'FORMATS', 'load_rows', 'detect_format', 'DataWarning', 'tokenize', 'SampleView', 'show_sample',
-           'prepare', 'sft_kwargs']
+__all__ = ['FILE_EXTS', 'FORMATS', 'check_source', 'load_rows', 'detect_format', 'DataWarning', 'tokenize', 'SampleView',
+           'show_sample', 'prepare', 'sft_kwargs']
 
 # %% ../nbs/02_data.ipynb #9f19db23
 FILE_EXTS = ('.jsonl', '.json', '.csv', '.parquet')  # local files we read
@@ -88,8 +88,8 @@ def _source_kind(src:str) -> str:
     if p.suffix.lower() in FILE_EXTS or p.suffix.lower() in _FILEISH or p.is_file() or src.startswith(('.', '/', '~')): return 'file'
     return 'hub'
 
-def _load_file(src:str) -> Dataset:
-    "Read a local data file by its extension."
+def _check_file(src:str) -> Path:
+    "The local data file `src` names, or the DataError that reading it would raise (missing, unknown extension)."
     p = Path(src).expanduser()
     if not p.suffix and not p.exists():
         raise DataError(src, f"no such file or folder (looked in {p.resolve().parent})", "check the path; relative paths start from the current folder " + str(Path.cwd()))
@@ -97,16 +97,33 @@ def _load_file(src:str) -> Dataset:
         raise DataError(src, f"unknown file extension {p.suffix or '(none)'!r}", f"use one of {', '.join(FILE_EXTS)} (convert the file, or rename it if it already is one of those)")
     if not p.is_file():
         raise DataError(src, f"file not found (looked in {p.resolve().parent})", "check the path; relative paths start from the current folder " + str(Path.cwd()))
+    return p
+
+def _load_file(src:str) -> Dataset:
+    "Read a local data file by its extension."
+    p = _check_file(src)
     try: return _read_jsonl(p) if p.suffix.lower() == '.jsonl' else _read_json(p) if p.suffix.lower() == '.json' else _read_table(p)
     except UnicodeDecodeError as e: raise DataError(src, f"not UTF-8 text (byte {e.start})", "save the file as UTF-8") from None
 
 # %% ../nbs/02_data.ipynb #c7b8923d
 def _load_toy(src:str) -> Dataset:
     "A toy set shipped with ftnb, from 'toy:NAME'."
-    from ftnb.testing import TOY_NAMES, toy_path
+    from ftnb.testing import toy_path
+    return _load_file(str(toy_path(_check_toy(src))))
+
+def _check_toy(src:str) -> str:
+    "The toy set's name, or a DataError listing the names."
+    from ftnb.testing import TOY_NAMES
     name = src[4:]
     if name not in TOY_NAMES: raise DataError(src, f"unknown toy dataset {name!r}", f"use one of: {', '.join('toy:'+n for n in TOY_NAMES)}")
-    return _load_file(str(toy_path(name)))
+    return name
+
+def check_source(src:str, # a DataCfg path: 'toy:NAME', a local file or folder, or a hub id
+                ):
+    "Raise the DataError that loading `src` would raise for a toy name or a local file that is not there, without reading it (hub ids are not checked)."
+    kind = _source_kind(src)
+    if kind == 'toy': _check_toy(src)
+    elif kind == 'file': _check_file(src)
 
 def _load_hub(src:str, split:str) -> Dataset:
     "A dataset from the hub (or a local dataset folder) through datasets.load_dataset; never runs remote code."
