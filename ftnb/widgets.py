@@ -528,8 +528,7 @@ def _show(self):
     for p, fw in self.fields.items(): fw.show_error(str(err) if p == owner else None)
     bad = [t for t, parts in TABS.items() if owner and owner.split('.')[0] in parts]
     self.tabs.titles = tuple(t + (' ⚠' if t in bad else '') for t in (*TABS, 'Export'))
-    where = f'{owner}: see the {bad[0]} tab' if bad else None  # the message itself is under the field: shown once
-    self.check.value = (_ERR.format(html.escape(where or str(err))) if err is not None else
+    self.check.value = (_ERR.format(html.escape(str(err))) if err is not None else
                         _WARN.format(html.escape(self.warning)) if self.warning else _OK)
     self.run.set_ready(err is None)
 
