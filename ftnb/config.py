@@ -281,7 +281,7 @@ FMS_KEYS = {  # fms-hf-tuning key -> ftnb field (README, docs/tuning-techniques.
     'learning_rate': 'train.lr', 'lr_scheduler_type': 'train.lr_scheduler', 'warmup_ratio': 'train.warmup_ratio',
     'weight_decay': 'train.weight_decay', 'max_grad_norm': 'train.max_grad_norm', 'logging_steps': 'train.logging_steps',
     'eval_steps': 'train.eval_steps', 'save_steps': 'train.save_steps', 'save_total_limit': 'train.save_total_limit',
-    'seed': 'train.seed', 'gradient_checkpointing': 'accel.gradient_checkpointing',
+    'seed': 'train.seed', 'resume_from_checkpoint': 'train.resume_from', 'gradient_checkpointing': 'accel.gradient_checkpointing',
     'fast_kernels': 'accel.liger', 'use_liger_kernel': 'accel.liger'}  # fms' fast_kernels = fused cross-entropy, RMSNorm, RoPE: Liger's ops
 
 # fms-hf-tuning keys that change nothing ftnb can do (besides transformers.TrainingArguments' own): ignored with a warning
@@ -307,6 +307,7 @@ def _fms_value(key, v, d:dict):
         return 'gptq_lora' if key == 'auto_gptq' else 'qlora'
     if key in ('padding_free', 'fast_kernels'): return any(v) if isinstance(v, list) else bool(v)  # fms: ["huggingface"], [true, true, true]
     if key == 'use_flash_attn': return 'flash_attention_2' if v else 'sdpa'
+    if key == 'resume_from_checkpoint': return 'latest' if v is True else v or None  # fms/HF: true = the newest checkpoint in output_dir
     if key == 'torch_dtype' and v in ('bf16', 'fp16', 'fp32'): return {'bf16': 'bfloat16', 'fp16': 'float16', 'fp32': 'float32'}[v]
     if key in ('target_modules', 'modules_to_save') and isinstance(v, str): return [v]
     return v
