@@ -246,7 +246,8 @@ def _fix_for(err:dict, source:str='config') -> tuple[str, str]:
     if kind == 'steps': return 'not a step count', "use -1 to train for train.epochs, or a positive number of optimizer steps"
     if kind in _LIMITS:
         k, op = _LIMITS[kind]
-        return err['msg'], f"use a value {op} {ctx[k]} ({_part_of(loc).model_fields[name].description})"
+        f = _part_of(loc).model_fields.get(name)
+        return err['msg'], f"use a value {op} {ctx[k]}" + (f" ({f.description})" if f and f.description else '')
     if kind == 'string_type' and isinstance(v, (int, float)):
         how = f'--set "{field}=\'{v}\'"' if source == '--set' else f'{name}: "{v}"'
         return f"{err['msg']}: YAML reads {v} as a number", f"quote it so it stays text: {how}"
