@@ -8,15 +8,17 @@ Docs: https://ftnb.github.io/ftnb/config.html.md"""
 from __future__ import annotations
 import difflib, json, warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 # %% auto #0
-__all__ = ['TINY_MODELS', 'AdapterMethod', 'QUANTIZED', 'ALIASES', 'FMS_KEYS', 'FtnbError', 'ConfigError', 'DataError', 'Part',
-           'F', 'ModelCfg', 'DataCfg', 'AdapterCfg', 'MethodCfg', 'TrainCfg', 'AccelCfg', 'RunConfig', 'from_dict',
-           'is_fms', 'from_fms', 'to_dict', 'save', 'load', 'json_schema', 'field_help', 'apply_sets', 'check_targets']
+__all__ = ['TINY_MODELS', 'AdapterMethod', 'QUANTIZED', 'LR_WARN', 'ALIASES', 'FMS_KEYS', 'FMS_NO_EQUIVALENT', 'FtnbError',
+           'ConfigError', 'DataError', 'Part', 'F', 'ModelCfg', 'DataCfg', 'AdapterCfg', 'MethodCfg', 'TrainCfg',
+           'AccelCfg', 'RunConfig', 'from_dict', 'is_fms', 'from_fms', 'to_dict', 'save', 'load', 'json_schema',
+           'field_help', 'apply_sets', 'check_targets']
 
 # %% ../nbs/00_config.ipynb #748fc139
 class FtnbError(Exception):
@@ -35,9 +37,31 @@ class DataError(FtnbError):
         super().__init__(f"{source}: {problem}" + (f". Fix: {fix}" if fix else ''))
 
 # %% ../nbs/00_config.ipynb #c4deab1e
+def _takes_bool(ann) -> bool:
+    "True if a field annotation accepts True/False as such (bool, or a Literal holding one)."
+    if ann is bool: return True
+    if get_origin(ann) is Literal: return any(isinstance(a, bool) for a in get_args(ann))
+    return any(_takes_bool(a) for a in get_args(ann))
+
+def _want(ann) -> str:
+    "What a field takes, in words."
+    if get_origin(ann) is Literal: return 'one of ' + ', '.join(map(repr, get_args(ann)))
+    s = str(ann)
+    return next((w for k, w in (('list', 'a list'), ('float', 'a number'), ('int', 'a whole number'), ('str', 'text')) if k in s), 'another value')
+
 class Part(BaseModel):
-    "Base of every config part: strict keys, validated assignment."
+    "Base of every config part: strict keys, validated assignment, no yes/no where a number is wanted."
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
+
+    @field_validator('*', mode='before')
+    @classmethod
+    def _before(cls, v, info):
+        ann = cls.model_fields[info.field_name].annotation
+        if isinstance(v, bool) and not _takes_bool(ann):  # pydantic's lax mode reads True as 1: YAML's `r: yes` became r=1
+            raise PydanticCustomError('bool_for_other', 'a yes/no value (YAML reads yes, no, on, off, true and false as booleans), but this field takes {want}', {'want': _want(ann)})
+        if isinstance(v, str) and get_origin(ann) is list and get_args(ann) == (str,):  # `target_modules=q_proj` or `q_proj,v_proj`
+            return [s.strip() for s in v.split(',') if s.strip()]
+        return v
 
 def F(default, help:str, **kw):
     "A schema field with its help text (shown by widgets, CLI and docs)."
@@ -108,12 +132,19 @@ class MethodCfg(Part):
     sync: Literal['auto','merge','adapter'] = F('auto', "GRPO with an adapter: how the weights reach vLLM each step. merge = the adapter merged into a copy of the base weights (the trainer's weights are not touched); adapter = vLLM's LoRA kernels; auto = merge, or adapter on a quantized base.")
     max_model_len: int = F(1024, "GRPO: the engine's longest sequence (prompt + completion) in tokens.", ge=16)
 
+def _steps(v:int) -> int:
+    "max_steps is -1 (epochs) or a positive step count."
+    # transformers' Trainer reads any negative max_steps as "use epochs" (`epoch_based = max_steps < 0`) and a positive
+    # one as the step count; 0 is neither, and a run with it still took a step.
+    if v == 0 or v < -1: raise PydanticCustomError('steps', '{v} is not a step count', {'v': v})
+    return v
+
 class TrainCfg(Part):
     "The optimisation loop and where the run is written."
     output_dir: str = F('runs', "Folder that holds run folders.")
     run_name: str = F('run', "Name of this run: its folder is output_dir/run_name.")
     epochs: float = F(1.0, "Passes over the training set (ignored when max_steps > 0).", gt=0)
-    max_steps: int = F(-1, "Stop after this many optimizer steps (-1 = use epochs).")
+    max_steps: Annotated[int, AfterValidator(_steps)] = F(-1, "Stop after this many optimizer steps (-1 = use epochs).")
     batch_size: int = F(8, "Samples per device per step.", ge=1)
     grad_accum: int = F(1, "Micro-batches accumulated per optimizer step.", ge=1)
     lr: float = F(2e-4, "Peak learning rate: ~2e-4 for LoRA, ~2e-5 for full fine-tuning.", gt=0)
@@ -125,7 +156,7 @@ class TrainCfg(Part):
     eval_steps: int|None = F(None, "Evaluate every this many steps (None = at the end of each epoch).", ge=1)
     save_steps: int = F(50, "Save a checkpoint every this many steps.", ge=1)
     save_total_limit: int|None = F(2, "Keep at most this many checkpoints (None = all).", ge=1)
-    seed: int = F(42, "Random seed for data order, splits and adapter init.")
+    seed: int = F(42, "Random seed for data order, splits and adapter init.", ge=0, le=2**32 - 1)  # numpy's seed range (transformers' set_seed seeds numpy)
     resume_from: str|None = F(None, "Resume from a checkpoint folder, or 'latest' for the newest one in the run folder.")
 
 class AccelCfg(Part):
@@ -137,6 +168,8 @@ class AccelCfg(Part):
     qat: bool = F(False, "Quantization-aware training through torchao (needs ftnb[kernels]).")
 
 # %% ../nbs/00_config.ipynb #999af048
+LR_WARN = {'adapter': 1e-2, 'full': 1e-3}  # learning rates above these warn: LoRA trains at ~1e-4..5e-4, full fine-tuning at ~1e-5..5e-5
+
 def _checks(c) -> None:
     "Raise ConfigError for the first combination that cannot work; warn about risky ones."
     a, m = c.adapter, c.model
@@ -161,8 +194,14 @@ def _checks(c) -> None:
         raise ConfigError('method.sync', 'adapter', "use 'auto' or 'merge'", what)
     if c.method.name == 'grpo' and c.method.sync == 'merge' and a.method in QUANTIZED:
         raise ConfigError('method.sync', 'merge', "use 'auto' or 'adapter'", f"{a.method} keeps the base weights quantized, and an adapter cannot be merged into them")
-    if 'lm_head' in a.target_modules and 'all-linear' in a.target_modules:
-        warnings.warn("adapter.target_modules: 'all-linear' leaves out lm_head, so ['lm_head','all-linear'] adds an adapter on lm_head as well, as in fms-hf-tuning.", stacklevel=3)
+    if 'lm_head' in a.target_modules and 'all-linear' in a.target_modules:  # fms-hf-tuning's documented rule, see check_targets
+        warnings.warn(f"adapter.target_modules={a.target_modules}: with 'all-linear', lm_head gets no adapter (as in fms-hf-tuning, "
+                      "['lm_head','all-linear'] means all-linear only). To train lm_head too, list every layer by name with it, "
+                      "e.g. ['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj','lm_head'].", stacklevel=3)
+    top = LR_WARN['full' if a.method == 'full' else 'adapter']
+    if c.train.lr > top:
+        warnings.warn(f"train.lr={c.train.lr:g} is far above what {'full fine-tuning' if a.method == 'full' else 'an adapter'} trains well with "
+                      f"(warned above {top:g}): the loss may blow up or the model collapse. Fix: try {2e-5 if a.method == 'full' else 2e-4:g}.", stacklevel=3)
 
 # %% ../nbs/00_config.ipynb #af16ea43
 class RunConfig(Part):
@@ -195,9 +234,23 @@ ALIASES = {'rank': 'r', 'lora_r': 'r', 'lora_alpha': 'alpha', 'lora_dropout': 'd
            'num_train_epochs': 'epochs', 'per_device_train_batch_size': 'batch_size', 'model_name': 'name_or_path',
            'torch_dtype': 'dtype', 'max_seq_length': 'max_length'}  # names people bring from TRL/PEFT/fms
 
-def _fix_for(err:dict) -> tuple[str, str]:
-    "(problem, fix) for one pydantic error."
+_LIMITS = {'greater_than': ('gt', '>'), 'greater_than_equal': ('ge', '>='), 'less_than': ('lt', '<'), 'less_than_equal': ('le', '<=')}
+
+def _fix_for(err:dict, source:str='config') -> tuple[str, str]:
+    "(problem, fix) for one pydantic error; `source` is '--set' or the file it came from."
     loc, kind, ctx = err['loc'], err['type'], err.get('ctx') or {}
+    field, name, v = '.'.join(map(str, loc)), str(loc[-1]), err.get('input')
+    if kind == 'bool_for_other':
+        eg = _part_of(loc).model_fields[name].default
+        return err['msg'], f"write {ctx['want']}" + (f", e.g. {field}={eg}" if source == '--set' else f", e.g. {name}: {eg}")
+    if kind == 'steps': return 'not a step count', "use -1 to train for train.epochs, or a positive number of optimizer steps"
+    if kind in _LIMITS:
+        k, op = _LIMITS[kind]
+        f = _part_of(loc).model_fields.get(name)
+        return err['msg'], f"use a value {op} {ctx[k]}" + (f" ({f.description})" if f and f.description else '')
+    if kind == 'string_type' and isinstance(v, (int, float)):
+        how = f'--set "{field}=\'{v}\'"' if source == '--set' else f'{name}: "{v}"'
+        return f"{err['msg']}: YAML reads {v} as a number", f"quote it so it stays text: {how}"
     if kind == 'extra_forbidden':
         names = list(_part_of(loc).model_fields)
         key = str(loc[-1])
@@ -211,44 +264,77 @@ def from_dict(d:dict, source:str='config') -> RunConfig:
     try: return RunConfig.model_validate(d or {})
     except ValidationError as e:
         err = e.errors()[0]
-        problem, fix = _fix_for(err)
+        problem, fix = _fix_for(err, source)
         raise ConfigError('.'.join(map(str, err['loc'])), err.get('input'), fix, f"{problem} (in {source})") from None
 
 # %% ../nbs/00_config.ipynb #a366dc1c
-FMS_KEYS = {  # fms-hf-tuning key -> ftnb field
+FMS_KEYS = {  # fms-hf-tuning key -> ftnb field (README, docs/tuning-techniques.md and tuning/config/*.py of fms-hf-tuning)
     'model_name_or_path': 'model.name_or_path', 'torch_dtype': 'model.dtype', 'use_flash_attn': 'model.attn_implementation',
+    'attn_implementation': 'model.attn_implementation',
     'training_data_path': 'data.path', 'validation_data_path': 'data.eval_path', 'response_template': 'data.response_template',
-    'dataset_text_field': 'data.text_field', 'max_seq_length': 'data.max_length', 'packing': 'data.packing',
-    'peft_method': 'adapter.method', 'r': 'adapter.r', 'lora_alpha': 'adapter.alpha', 'lora_dropout': 'adapter.dropout',
-    'target_modules': 'adapter.target_modules', 'invocation_string': 'adapter.alora_invocation',
+    'dataset_text_field': 'data.text_field', 'dataset_conversation_field': 'data.messages_field',
+    'max_seq_length': 'data.max_length', 'packing': 'data.packing', 'padding_free': 'data.padding_free',
+    'peft_method': 'adapter.method', 'auto_gptq': 'adapter.method', 'bnb_qlora': 'adapter.method',  # after peft_method: they refine it
+    'r': 'adapter.r', 'lora_alpha': 'adapter.alpha', 'lora_dropout': 'adapter.dropout',
+    'target_modules': 'adapter.target_modules', 'invocation_string': 'adapter.alora_invocation', 'modules_to_save': 'adapter.modules_to_save',
     'output_dir': 'train.output_dir', 'num_train_epochs': 'train.epochs', 'max_steps': 'train.max_steps',
     'per_device_train_batch_size': 'train.batch_size', 'gradient_accumulation_steps': 'train.grad_accum',
     'learning_rate': 'train.lr', 'lr_scheduler_type': 'train.lr_scheduler', 'warmup_ratio': 'train.warmup_ratio',
-    'weight_decay': 'train.weight_decay', 'logging_steps': 'train.logging_steps', 'save_steps': 'train.save_steps',
-    'seed': 'train.seed', 'gradient_checkpointing': 'accel.gradient_checkpointing'}
+    'weight_decay': 'train.weight_decay', 'max_grad_norm': 'train.max_grad_norm', 'logging_steps': 'train.logging_steps',
+    'eval_steps': 'train.eval_steps', 'save_steps': 'train.save_steps', 'save_total_limit': 'train.save_total_limit',
+    'seed': 'train.seed', 'resume_from_checkpoint': 'train.resume_from', 'gradient_checkpointing': 'accel.gradient_checkpointing',
+    'fast_kernels': 'accel.liger', 'use_liger_kernel': 'accel.liger'}  # fms' fast_kernels = fused cross-entropy, RMSNorm, RoPE: Liger's ops
+
+# fms-hf-tuning keys that change nothing ftnb can do (besides transformers.TrainingArguments' own): ignored with a warning
+FMS_NO_EQUIVALENT = ('tokenizer_name_or_path', 'embedding_size_multiple_of', 'data_formatter_template', 'data_config_path', 'chat_template',
+    'instruction_template', 'add_special_tokens', 'cache_dir', 'save_model_dir', 'trackers', 'experiment', 'aim_repo', 'aim_remote_server_ip',
+    'aim_remote_server_port', 'mlflow_uri', 'mlflow_tracking_uri', 'trainer_controller_config_file', 'bias', 'init_lora_weights',
+    'fused_lora', 'multipack', 'fast_moe', 'lora_post_process_for_vllm', 'num_virtual_tokens', 'prompt_tuning_init', 'prompt_tuning_init_text')
 
 def is_fms(d:dict) -> bool:
     "True if `d` looks like a flat fms-hf-tuning config."
     return isinstance(d, dict) and 'model_name_or_path' in d
 
-def _fms_value(key, v):
-    "Convert one fms value to ftnb's spelling."
+# %% ../nbs/00_config.ipynb #ef5b4617
+def _fms_value(key, v, d:dict):
+    "Convert one fms value to ftnb's spelling; None = leave the ftnb default."
     if key == 'peft_method':
         m = {None: 'full', 'none': 'full', 'lora': 'lora', 'alora': 'alora'}.get(v if v is None else str(v).lower())
         if m is None: raise ConfigError('peft_method', v, "use 'lora', 'alora' or None (full fine-tuning)", 'ftnb does not support this peft_method')
         return m
+    if key in ('auto_gptq', 'bnb_qlora'):  # fms: ["triton_v2"] / ["nf4"], a quantized LoRA (needs peft_method 'lora')
+        if not v: return None
+        if str(d.get('peft_method')).lower() != 'lora': raise ConfigError(key, v, "set peft_method to 'lora'", "fms-hf-tuning's quantized LoRA runs with peft_method 'lora' only")
+        return 'gptq_lora' if key == 'auto_gptq' else 'qlora'
+    if key in ('padding_free', 'fast_kernels'): return any(v) if isinstance(v, list) else bool(v)  # fms: ["huggingface"], [true, true, true]
     if key == 'use_flash_attn': return 'flash_attention_2' if v else 'sdpa'
+    if key == 'resume_from_checkpoint': return 'latest' if v is True else v or None  # fms/HF: true = the newest checkpoint in output_dir
     if key == 'torch_dtype' and v in ('bf16', 'fp16', 'fp32'): return {'bf16': 'bfloat16', 'fp16': 'float16', 'fp32': 'float32'}[v]
-    if key == 'target_modules' and isinstance(v, str): return [v]
+    if key in ('target_modules', 'modules_to_save') and isinstance(v, str): return [v]
     return v
 
+# %% ../nbs/00_config.ipynb #fafc0962
+def _fms_unknown(d:dict) -> list:
+    "The keys ftnb ignores; a ConfigError for the first that is neither fms-hf-tuning's nor transformers.TrainingArguments'."
+    ignored = [k for k in d if k not in FMS_KEYS]
+    odd = [k for k in ignored if k not in FMS_NO_EQUIVALENT]
+    if not odd: return ignored
+    import dataclasses, transformers  # only here: a config with keys ftnb does not map (transformers is slow to import)
+    known = [*FMS_KEYS, *FMS_NO_EQUIVALENT, *(f.name for f in dataclasses.fields(transformers.TrainingArguments))]
+    for k in odd:
+        if k in known: continue
+        near = difflib.get_close_matches(k, known, n=1)
+        raise ConfigError(k, d[k], (f"did you mean {near[0]!r}? " if near else '') + f"keys ftnb maps: {', '.join(FMS_KEYS)} "
+                          "(other fms-hf-tuning and TrainingArguments keys are ignored with a warning)", 'not an fms-hf-tuning or TrainingArguments key')
+    return ignored
+
 def from_fms(d:dict) -> RunConfig:
-    "A RunConfig from a flat fms-hf-tuning JSON dict."
-    out, ignored = {}, [k for k in d if k not in FMS_KEYS]
+    "A RunConfig from a flat fms-hf-tuning JSON dict: every key with an ftnb equivalent is kept, an unknown key is a ConfigError."
+    out, ignored = {}, _fms_unknown(d)
     for k, field in FMS_KEYS.items():
-        if k not in d: continue
+        if k not in d or (v := _fms_value(k, d[k], d)) is None and k != 'peft_method': continue
         part, name = field.split('.')
-        out.setdefault(part, {})[name] = _fms_value(k, d[k])
+        out.setdefault(part, {})[name] = v
     if 'peft_method' not in d: out.setdefault('adapter', {})['method'] = 'full'  # fms: no peft_method = full fine-tuning
     if 'output_dir' in d:  # fms output_dir is the run folder itself
         p = Path(d['output_dir']); out['train'].update(output_dir=str(p.parent), run_name=p.name)
@@ -267,11 +353,42 @@ def save(cfg:RunConfig, path) -> Path:
     path.write_text(json.dumps(d, indent=2) if path.suffix == '.json' else yaml.safe_dump(d, sort_keys=False))
     return path
 
+class _Twice(Exception):
+    "A key given twice in one mapping (`where` names both places)."
+    def __init__(self, key, where:str): self.key, self.where = key, where
+
+def _no_twice(pairs, where=lambda k: ''):
+    "Raise _Twice for the first key that `pairs` repeats."
+    seen = {}
+    for k, v in pairs:
+        if k in seen: raise _Twice(k, where(k) or '')
+        seen[k] = v
+    return seen
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last one without a word)."
+
+def _mapping(loader, node, deep=False):
+    lines = {}
+    for k, _ in node.value:
+        key = loader.construct_object(k, deep=deep)
+        if key in lines: raise _Twice(key, f'lines {lines[key]} and {k.start_mark.line + 1}')
+        lines[key] = k.start_mark.line + 1
+    return loader.construct_mapping(node, deep)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+def _read_text(path:Path) -> str:
+    "The config file's text (a BOM is dropped), or a ConfigError for a folder, a missing file or non-UTF-8 bytes."
+    if path.is_dir(): raise ConfigError('config file', str(path), 'give the path of a .yaml or .json file, e.g. ' + str(path/'config.yaml'), 'this is a folder, not a file')
+    if not path.exists(): raise ConfigError('config file', str(path), 'check the path', 'file not found')
+    try: return path.read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as e: raise ConfigError('config file', str(path), 'save the file as UTF-8 text', f'not UTF-8 text (byte {e.start}: {e.object[e.start:e.start+1]!r})') from None
+
 def _parse_file(path:Path) -> dict:
     "Parse a YAML or JSON config file into a dict, with line numbers on errors."
-    if not path.exists(): raise ConfigError('config file', str(path), 'check the path', 'file not found')
-    text = path.read_text()
-    try: d = json.loads(text) if path.suffix == '.json' else yaml.safe_load(text)
+    text = _read_text(path)
+    try: d = json.loads(text, object_pairs_hook=_no_twice) if path.suffix == '.json' else yaml.load(text, Loader=_UniqueKeyLoader)
+    except _Twice as e: raise ConfigError('config file', str(path), f'keep one {e.key!r} and delete the other', f'the key {e.key!r} is given twice' + (f' ({e.where})' if e.where else '')) from None
     except json.JSONDecodeError as e: raise ConfigError('config file', str(path), 'fix the JSON syntax there', f"not valid JSON at line {e.lineno}: {e.msg}") from None
     except yaml.YAMLError as e:
         line = e.problem_mark.line + 1 if getattr(e, 'problem_mark', None) else '?'
@@ -317,10 +434,12 @@ def apply_sets(cfg:RunConfig, sets:list[str]) -> RunConfig:
 # %% ../nbs/00_config.ipynb #26b186bd
 def check_targets(adapter:AdapterCfg, linear_names:list[str]) -> list[str]:
     "Resolve `adapter.target_modules` against the model's linear layer names (raises ConfigError on unknown ones)."
-    names, out = set(linear_names), set()
+    names, out, every = set(linear_names), set(), 'all-linear' in adapter.target_modules
     for t in adapter.target_modules:
         if t == 'all-linear': out |= names - {'lm_head'}
-        elif t in names: out.add(t)
-        else:
+        elif t not in names:
             raise ConfigError('adapter.target_modules', t, f"use 'all-linear' or some of: {', '.join(sorted(names))}", "the model has no linear layer of that name")
+        # fms-hf-tuning's documented rule (docs/tuning-techniques.md, "How to specify lm_head as a target module"):
+        # 'Specifying ["lm_head", "all-linear"] will not tune the lm_head layer, but will run the equivalent of ["all-linear"]'
+        elif not (every and t == 'lm_head'): out.add(t)
     return sorted(out)

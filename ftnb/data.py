@@ -16,8 +16,8 @@ from datasets import Dataset
 from .config import ConfigError, DataCfg, DataError
 
 # %% auto #0
-__all__ = ['FILE_EXTS', 'FORMATS', 'load_rows', 'detect_format', 'DataWarning', 'tokenize', 'SampleView', 'show_sample',
-           'prepare', 'sft_kwargs']
+__all__ = ['FILE_EXTS', 'FORMATS', 'check_source', 'load_rows', 'detect_format', 'DataWarning', 'tokenize', 'SampleView',
+           'show_sample', 'prepare', 'sft_kwargs']
 
 # %% ../nbs/02_data.ipynb #9f19db23
 FILE_EXTS = ('.jsonl', '.json', '.csv', '.parquet')  # local files we read
@@ -31,12 +31,19 @@ def _to_ds(rows:list[dict], src:str) -> Dataset:
         raise DataError(src, f"a field holds different types in different rows ({str(e)[:160]})", "give each field one type in every row, e.g. always a string") from None
 
 # %% ../nbs/02_data.ipynb #e539d76e
+def _json_array(path:Path):
+    "DataError if the .jsonl file at `path` is one JSON array (a .json file under the wrong name)."
+    try: d = json.loads(path.read_text(encoding='utf-8-sig'))
+    except json.JSONDecodeError: return
+    if isinstance(d, list): raise DataError(str(path), f"this is one JSON array of {len(d)} items, not JSON lines (one object per line)", f"rename it to {path.with_suffix('.json').name}: ftnb reads a JSON array from a .json file")
+
 def _read_jsonl(path:Path) -> Dataset:
     "Rows of a JSON-lines file; a broken line raises DataError with its number."
     rows = []
-    with open(path, encoding='utf-8') as f:  # line by line, to name the line that breaks
+    with open(path, encoding='utf-8-sig') as f:  # line by line, to name the line that breaks; utf-8-sig drops a BOM (Windows editors write one)
         for n, line in enumerate(f, 1):
             if not line.strip(): continue
+            if not rows and line.lstrip().startswith('['): _json_array(path)
             try: r = json.loads(line.rstrip('\r\n'))
             except json.JSONDecodeError as e:
                 raise DataError(str(path), f"line {n} is not valid JSON (column {e.colno}: {e.msg}): {line.strip()[:80]!r}", f"fix or delete line {n}") from None
@@ -48,7 +55,7 @@ def _read_jsonl(path:Path) -> Dataset:
 # %% ../nbs/02_data.ipynb #ca43ea6f
 def _read_json(path:Path) -> Dataset:
     "Rows of a JSON file: a list of objects, a {field: [values]} dict, or one key holding a list of objects."
-    try: d = json.loads(path.read_text(encoding='utf-8'))
+    try: d = json.loads(path.read_text(encoding='utf-8-sig'))
     except json.JSONDecodeError as e:
         fix = "it holds one object per line: rename it to .jsonl" if e.msg == 'Extra data' else f"fix the JSON at line {e.lineno}"
         raise DataError(str(path), f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}", fix) from None
@@ -76,26 +83,47 @@ def _source_kind(src:str) -> str:
     "'toy', 'file' or 'hub' for a DataCfg path."
     if src.startswith('toy:'): return 'toy'
     p = Path(src).expanduser()
+    if p.is_dir(): return 'hub'  # a local dataset folder: datasets.load_dataset reads it, whether written 'ds', './ds' or '/abs/ds'
+
     if p.suffix.lower() in FILE_EXTS or p.suffix.lower() in _FILEISH or p.is_file() or src.startswith(('.', '/', '~')): return 'file'
     return 'hub'
 
-def _load_file(src:str) -> Dataset:
-    "Read a local data file by its extension."
+def _check_file(src:str) -> Path:
+    "The local data file `src` names, or the DataError that reading it would raise (missing, unknown extension)."
     p = Path(src).expanduser()
+    if not p.suffix and not p.exists():
+        raise DataError(src, f"no such file or folder (looked in {p.resolve().parent})", "check the path; relative paths start from the current folder " + str(Path.cwd()))
     if p.suffix.lower() not in FILE_EXTS:
         raise DataError(src, f"unknown file extension {p.suffix or '(none)'!r}", f"use one of {', '.join(FILE_EXTS)} (convert the file, or rename it if it already is one of those)")
     if not p.is_file():
         raise DataError(src, f"file not found (looked in {p.resolve().parent})", "check the path; relative paths start from the current folder " + str(Path.cwd()))
+    return p
+
+def _load_file(src:str) -> Dataset:
+    "Read a local data file by its extension."
+    p = _check_file(src)
     try: return _read_jsonl(p) if p.suffix.lower() == '.jsonl' else _read_json(p) if p.suffix.lower() == '.json' else _read_table(p)
     except UnicodeDecodeError as e: raise DataError(src, f"not UTF-8 text (byte {e.start})", "save the file as UTF-8") from None
 
 # %% ../nbs/02_data.ipynb #c7b8923d
 def _load_toy(src:str) -> Dataset:
     "A toy set shipped with ftnb, from 'toy:NAME'."
-    from ftnb.testing import TOY_NAMES, toy_path
+    from ftnb.testing import toy_path
+    return _load_file(str(toy_path(_check_toy(src))))
+
+def _check_toy(src:str) -> str:
+    "The toy set's name, or a DataError listing the names."
+    from ftnb.testing import TOY_NAMES
     name = src[4:]
     if name not in TOY_NAMES: raise DataError(src, f"unknown toy dataset {name!r}", f"use one of: {', '.join('toy:'+n for n in TOY_NAMES)}")
-    return _load_file(str(toy_path(name)))
+    return name
+
+def check_source(src:str, # a DataCfg path: 'toy:NAME', a local file or folder, or a hub id
+                ):
+    "Raise the DataError that loading `src` would raise for a toy name or a local file that is not there, without reading it (hub ids are not checked)."
+    kind = _source_kind(src)
+    if kind == 'toy': _check_toy(src)
+    elif kind == 'file': _check_file(src)
 
 def _load_hub(src:str, split:str) -> Dataset:
     "A dataset from the hub (or a local dataset folder) through datasets.load_dataset; never runs remote code."
@@ -203,6 +231,22 @@ def _check_msgs(v, field:str, i:int, src:str) -> list:
         raise DataError(src, f"sample {i}: field {field!r} is not a list of {{'role': ..., 'content': ...}} messages: {str(v)[:80]!r}", 'fix or remove that sample')
     return [{k: x for k, x in m.items() if x is not None} for m in v]  # arrow fills keys missing from a message with None
 
+_LEAD = ('system', 'developer')  # roles that may open a conversation before the first user turn
+
+def _check_roles(msgs:list, i:int, src:str, whole:bool=True):
+    "DataError when a conversation's roles are out of order: an assistant turn first, or two assistant turns in a row."
+    roles = [m.get('role') for m in msgs]
+    first = next((r for r in roles if r not in _LEAD), None)
+    why = ('it starts with an assistant turn (no user turn before it)' if whole and first == 'assistant' else
+           'two assistant turns follow each other' if any(a == b == 'assistant' for a, b in zip(roles, roles[1:])) else None)
+    if why: raise DataError(src, f"sample {i}: the roles are out of order ({' -> '.join(map(str, roles))}): {why}",
+                            'fix that sample so turns go user, assistant, user, ... (a system message may come first), or remove it')
+
+def _check_reply(text:str, i:int, src:str, what:str='completion'):
+    "DataError when a trained reply is empty: the sample would teach only the end-of-text token."
+    if not text.strip(): raise DataError(src, f"sample {i}: the {what} is empty {text!r}, so it would train only on the end-of-text token",
+                                         f'write the {what}, or remove that sample')
+
 # %% ../nbs/02_data.ipynb #89360b18
 def _prefix_len(a:list, b:list) -> int:
     "Length of the common prefix of two lists."
@@ -215,13 +259,22 @@ def _encode_row(row:dict, i:int, tok, cfg:DataCfg, fmt:str, src:str) -> tuple[li
     from jinja2 import TemplateError
     try: out = _encode_one(row, i, tok, cfg, fmt, src)
     except TemplateError as e:  # e.g. "Conversation roles must alternate user/assistant/..."
-        raise DataError(src, f"sample {i}: the chat template rejected it: {e}", "fix that sample so the model's chat template accepts it") from None
+        roles = [m.get('role') for m in row[cfg.messages_field]] if fmt == 'messages' and isinstance(row[cfg.messages_field], list) else None
+        raise DataError(src, f"sample {i}: the chat template rejected it: {e}" + (f" (roles: {' -> '.join(map(str, roles))})" if roles else ''),
+                        "fix that sample so the model's chat template accepts it") from None
     if out is None: return None
     return out[0], (out[1] if cfg.completion_only else [True]*len(out[0]))
 
+def _checked_chat(msgs:list, i:int, src:str) -> list:
+    "`msgs` after the role-order check, with no empty assistant reply."
+    _check_roles(msgs, i, src)
+    for m in msgs:
+        if m.get('role') == 'assistant' and isinstance(m.get('content'), str) and not m.get('tool_calls'): _check_reply(m['content'], i, src, 'assistant reply')
+    return msgs
+
 def _encode_one(row:dict, i:int, tok, cfg:DataCfg, fmt:str, src:str) -> tuple[list[int], list[bool]] | None:
     "ids and trained mask (before completion_only) for one row of format `fmt`."
-    if fmt == 'messages': ids, tr = _encode_chat(tok, _check_msgs(row[cfg.messages_field], cfg.messages_field, i, src), src)
+    if fmt == 'messages': ids, tr = _encode_chat(tok, _checked_chat(_check_msgs(row[cfg.messages_field], cfg.messages_field, i, src), i, src), src)
     elif fmt == 'text':
         text, start = _check_str(row[cfg.text_field], cfg.text_field, i, src), 0
         if cfg.response_template and cfg.completion_only:
@@ -231,12 +284,13 @@ def _encode_one(row:dict, i:int, tok, cfg:DataCfg, fmt:str, src:str) -> tuple[li
         ids, tr = _encode_text(tok, text, start)
     elif isinstance(row[cfg.prompt_field], list):  # conversational prompt/completion
         p = _check_msgs(row[cfg.prompt_field], cfg.prompt_field, i, src)
-        ids, tr = _encode_chat(tok, p + _check_msgs(row[cfg.completion_field], cfg.completion_field, i, src), src)
+        ids, tr = _encode_chat(tok, _checked_chat(p + _check_msgs(row[cfg.completion_field], cfg.completion_field, i, src), i, src), src)
         n = _prefix_len(tok.apply_chat_template(p, tokenize=True, return_dict=True, add_generation_prompt=True)['input_ids'], ids)
         tr = [False]*n + tr[n:]
     else:
-        p = _check_str(row[cfg.prompt_field], cfg.prompt_field, i, src)
-        ids, tr = _encode_text(tok, p + _check_str(row[cfg.completion_field], cfg.completion_field, i, src), len(p))
+        p, c = _check_str(row[cfg.prompt_field], cfg.prompt_field, i, src), _check_str(row[cfg.completion_field], cfg.completion_field, i, src)
+        if cfg.completion_only: _check_reply(c, i, src)
+        ids, tr = _encode_text(tok, p + c, len(p))
     return ids, tr
 
 # %% ../nbs/02_data.ipynb #5574002a

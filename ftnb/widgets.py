@@ -14,13 +14,13 @@ import ipywidgets as W
 import traitlets
 import yaml
 
-from .config import ConfigError, FtnbError, RunConfig, from_dict, to_dict
+from .config import TINY_MODELS, ConfigError, DataError, FtnbError, RunConfig, from_dict, to_dict
 from .events import Checkpoint, EventQueue, Log, Metrics, RunEnd, RunStart
 
 # %% auto #0
 __all__ = ['TABS', 'SHOW_IF', 'field_paths', 'field_info', 'field_kind', 'field_bounds', 'RewardsInput', 'FieldWidget',
            'field_widget', 'to_yaml', 'to_python', 'linear_layer_names', 'StepClock', 'clock_callback', 'RunControl',
-           'dashboard_class', 'ConfigPanel']
+           'dashboard_class', 'ConfigPanel', 'check_paths']
 
 # %% ../nbs/12_widgets.ipynb #66321d4a
 def field_paths() -> list[str]:
@@ -327,6 +327,8 @@ def _finish(self, ui_error=None):
         msg = f'stopped at step {step}; saved {ck}. Tick Resume and press Train to continue.'
     else: msg = f'finished at step {step}' + (f': {self.result.run_dir}' if getattr(self.result, 'run_dir', None) else '')
     if ui_error is not None: msg += f' (the live view failed: {type(ui_error).__name__}: {ui_error})'
+    if status == 'failed' and not self.last and not self.clock.step:
+        self.live.children = ()  # nothing was drawn: the status line alone says it, with no empty live view ("no warnings") beside it
     self.progress.bar_style = _STATUS.get(status, ('', ''))[0]
     self._say(msg, _STATUS.get(status, ('', '#444'))[1])
     self._active = False; self._buttons()
@@ -475,6 +477,19 @@ def _build(self):
 ConfigPanel._build = _build
 
 # %% ../nbs/12_widgets.ipynb #df1d80ba
+def check_paths(cfg:RunConfig) -> ConfigError|None:
+    "The error a run would stop at first because data.path, data.eval_path or model.name_or_path names a local file or folder that is not there."
+    from ftnb.data import check_source  # reads nothing: a typo is caught as it is typed, not after Train
+    from ftnb.models import resolve
+    for f in ('path', 'eval_path'):
+        v = getattr(cfg.data, f)
+        try: v and check_source(v)
+        except DataError as e: return ConfigError(f'data.{f}', v, e.fix, e.problem)
+    if cfg.model.name_or_path in TINY_MODELS: return None  # built on first use, always there
+    try: resolve(cfg.model.name_or_path)  # a local folder must hold a model; a hub id is only checked when loading
+    except ConfigError as e: return e
+    return None
+
 def _owner(paths, field:str) -> str|None:
     "The field path that an error's `.field` points into, e.g. 'method.rewards.0.weight' -> 'method.rewards'."
     parts = str(field).split('.')
@@ -498,6 +513,7 @@ def _sync(self):
             try: self._cfg = from_dict(d, source='the panel')
             except ConfigError as e: err = e
         self.warning = str(caught[-1].message) if caught else None
+        err = err or check_paths(self._cfg)
     self.error = err; self._show(); self._refresh()
 
 ConfigPanel._read, ConfigPanel._sync = _read, _sync

@@ -65,11 +65,12 @@ def test_unknown_target_lists_real_names():
 def test_lm_head_only_when_named():
     m = tiny_model()
     assert 'lm_head' not in adapters.targets(cfg().adapter, m)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        both = cfg(target_modules=['lm_head', 'all-linear'])
-    pm = adapters.apply(m, both)
-    assert 'lm_head' in adapters.targets(both.adapter, tiny_model())
+    with pytest.warns(UserWarning, match="means all-linear only"):
+        both = cfg(target_modules=['lm_head', 'all-linear'])  # fms-hf-tuning's documented rule: all-linear only
+    assert 'lm_head' not in adapters.targets(both.adapter, tiny_model())
+    named = cfg(target_modules=['q_proj', 'lm_head'])
+    pm = adapters.apply(m, named)
+    assert adapters.targets(named.adapter, tiny_model()) == ['lm_head', 'q_proj']
     assert any(n.startswith('base_model.model.lm_head.lora_A') for n, _ in pm.named_parameters())
     assert adapters.linear_names(pm) == adapters.linear_names(tiny_model())  # PEFT wrappers are not counted twice
 
@@ -96,7 +97,7 @@ def test_merge_with_tied_lm_head(tok, tmp_path):
     base.config.tie_word_embeddings = True
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        m = adapters.apply(base, cfg(target_modules=['lm_head', 'all-linear']), tok)
+        m = adapters.apply(base, cfg(target_modules=['lm_head', 'q_proj', 'v_proj']), tok)
     steps(m, tok)
     m.eval()
     b = tok([TEXT], return_tensors='pt')
@@ -130,7 +131,7 @@ def test_missing_optional_library_names_the_extra():
     assert e.value.field == 'adapter.method'
 
 @pytest.mark.parametrize('name,says', [('./no/such/model', 'no such model folder'),
-                                       ('someone/not-cached-model', 'HF_HUB_OFFLINE')])
+                                       ('someone/not-cached-model', 'use a local model folder')])  # offline or online
 def test_bad_model_names_are_config_errors(name, says):
     with pytest.raises(ConfigError, match=says) as e: models.load_model(RunConfig(model={'name_or_path': name}))
     assert e.value.field == 'model.name_or_path'
@@ -154,3 +155,12 @@ def test_qlora_on_gpu(tok, tmp_path):
     assert all('lora_' in n for n, p in m.named_parameters() if not torch.equal(p, before[n]))
     assert (adapters.save_adapter(m, tmp_path/'a')/'adapter_model.safetensors').exists()
     with pytest.raises(ConfigError, match='quantized'): adapters.merge_and_save(m, tmp_path/'m')
+
+@pytest.mark.parametrize('parent', ['layers', 'self_attn', 'model', 'v_proj'])
+def test_modules_to_save_holding_adapters_is_refused(parent):
+    with pytest.raises(ConfigError, match='hold no adapted layer') as e: adapters.apply(tiny_model(), cfg(modules_to_save=[parent]))
+    assert e.value.field == 'adapter.modules_to_save' and 'embed_tokens' in str(e.value)
+
+def test_large_adapter_share_warns():
+    with pytest.warns(UserWarning, match=r"adapter.r=512 trains 88% .* Fix: lower adapter.r"):
+        adapters.apply(tiny_model(), cfg(r=512))

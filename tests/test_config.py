@@ -1,5 +1,5 @@
 "RunConfig: defaults, YAML/JSON round trips, fms import, and the help text shared by the CLI."
-import json, warnings
+import json, re, warnings
 import pytest
 from ftnb import config as C
 from ftnb.cli import fields_help
@@ -36,13 +36,66 @@ def test_schema_is_json():
 def test_fms_file_loads(tmp_path):
     p = tmp_path/'fms.json'
     p.write_text(json.dumps({'model_name_or_path': 'm', 'training_data_path': 'd.jsonl', 'output_dir': 'o/r', 'peft_method': 'lora',
-                             'r': 4, 'lora_alpha': 8, 'num_train_epochs': 2, 'learning_rate': 1e-4, 'torch_dtype': 'float16', 'foo': 1}))
+                             'r': 4, 'lora_alpha': 8, 'num_train_epochs': 2, 'learning_rate': 1e-4, 'torch_dtype': 'float16', 'tokenizer_name_or_path': 't'}))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         cfg = C.load(p)
     assert (cfg.model.name_or_path, cfg.adapter.r, cfg.train.epochs, cfg.model.dtype) == ('m', 4, 2, 'float16')
-    assert any('foo' in str(x.message) for x in w)
+    assert any('tokenizer_name_or_path' in str(x.message) for x in w)
 
 def test_set_never_evaluates():
     cfg = C.apply_sets(C.RunConfig(), ['train.run_name=__import__("os").system("echo hi")'])
     assert cfg.train.run_name == '__import__("os").system("echo hi")'
+
+@pytest.mark.parametrize('val,want', [('q_proj', ['q_proj']), ('q_proj,v_proj', ['q_proj', 'v_proj']), ('[q_proj, v_proj]', ['q_proj', 'v_proj'])])
+def test_set_target_modules_one_name_is_a_list(val, want):
+    assert C.apply_sets(C.RunConfig(), [f'adapter.target_modules={val}']).adapter.target_modules == want
+
+def test_set_numbers_still_coerce_and_bools_stay_bools():
+    c = C.apply_sets(C.RunConfig(), ['adapter.r=8', 'train.lr=1e-3', 'data.packing=true', 'accel.gradient_checkpointing=false', 'train.epochs=2'])
+    assert (c.adapter.r, c.train.lr, c.data.packing, c.accel.gradient_checkpointing, c.train.epochs) == (8, 1e-3, True, False, 2.0)
+
+@pytest.mark.parametrize('text,says', [('adapter:\n  r: yes\n', "adapter.r=True: a yes/no value"), ('train:\n  lr: on\n', 'train.lr=True'),
+                                       ('method:\n  sleep_level: true\n', 'method.sleep_level=True'),
+                                       ('train:\n  run_name: 2024\n', 'run_name: "2024"'), ('train:\n  max_steps: 0\n', 'use -1'),
+                                       ('train:\n  max_steps: -5\n', 'use -1'), ('train:\n  seed: -1\n', '>= 0'), ('train:\n  seed: 4294967296\n', '<= 4294967295')])
+def test_yaml_values_pydantic_would_bend(tmp_path, text, says):
+    p = tmp_path/'c.yaml'; p.write_text(text)
+    with pytest.raises(C.ConfigError, match=re.escape(says)): C.load(p)
+
+def test_set_run_name_number_says_how_to_quote():
+    with pytest.raises(C.ConfigError, match=re.escape("""--set "train.run_name='2024'\"""")): C.apply_sets(C.RunConfig(), ['train.run_name=2024'])
+    assert C.apply_sets(C.RunConfig(), ["train.run_name='2024'"]).train.run_name == '2024'
+
+@pytest.mark.parametrize('lr,method,warns', [(1e6, 'lora', True), (2e-2, 'lora', True), (5e-3, 'lora', False), (5e-3, 'full', True), (2e-5, 'full', False)])
+def test_implausible_lr_warns(lr, method, warns):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        C.RunConfig(adapter={'method': method}, train={'lr': lr})
+    assert any('is far above' in str(x.message) for x in w) == warns
+
+FMS = {'model_name_or_path': 'm', 'peft_method': 'lora', 'torch_dtype': 'float16'}
+
+def test_fms_acceleration_keys_are_kept():
+    c = C.from_fms({**FMS, 'padding_free': ['huggingface'], 'fast_kernels': [True, True, True], 'auto_gptq': ['triton_v2'],
+                    'dataset_conversation_field': 'msgs', 'max_grad_norm': 0.5, 'save_total_limit': 3})
+    assert (c.data.padding_free, c.accel.liger, c.adapter.method, c.data.messages_field, c.train.max_grad_norm, c.train.save_total_limit) == \
+           (True, True, 'gptq_lora', 'msgs', 0.5, 3)
+    assert C.from_fms({**FMS, 'bnb_qlora': ['nf4'], 'torch_dtype': 'bfloat16'}).adapter.method == 'qlora'
+
+def test_fms_unknown_key_is_refused_known_ones_warn():
+    with pytest.raises(C.ConfigError, match="did you mean 'per_device_train_batch_size'"): C.from_fms({**FMS, 'per_device_train_batchsize': 4})
+    with pytest.warns(UserWarning, match='ignored: bf16, save_strategy'): C.from_fms({**FMS, 'bf16': True, 'save_strategy': 'steps'})
+
+def test_fms_lm_head_rule_is_fms_hf_tunings():
+    with pytest.warns(UserWarning, match=r"means all-linear only\). To train lm_head too, list every layer"):
+        c = C.from_fms({**FMS, 'target_modules': ['lm_head', 'all-linear']})
+    lin = ['q_proj', 'v_proj', 'lm_head']
+    assert C.check_targets(c.adapter, lin) == ['q_proj', 'v_proj']
+
+@pytest.mark.parametrize('name,raw', [('dir', None), ('latin1.yaml', 'r: caf\xe9\n'.encode('latin-1')), ('twice.yaml', b'train:\n  lr: 1\n  lr: 2\n')])
+def test_config_file_faults_are_config_errors(tmp_path, name, raw):
+    p = tmp_path/name
+    p.mkdir() if raw is None else p.write_bytes(raw)
+    with pytest.raises(C.ConfigError) as e: C.load(p)
+    assert e.value.field == 'config file' and str(p) in str(e.value)

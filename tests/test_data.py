@@ -269,3 +269,34 @@ def test_sft_plain_keeps_labels(tok, tmp_path):
     assert trainer.train_dataset['labels'] == tr['labels']
     batch = next(iter(trainer.get_train_dataloader()))
     assert (batch['labels'] != -100).sum() > 0 and 'attention_mask' in batch
+
+def test_jsonl_with_bom_is_read(tmp_path):
+    p = tmp_path/'bom.jsonl'; p.write_bytes('{"prompt": "1+1=", "completion": "2"}\n{"prompt": "2+2=", "completion": "4"}\n'.encode('utf-8-sig'))
+    assert load_rows(DataCfg(path=str(p)))['prompt'] == ['1+1=', '2+2=']
+
+@pytest.mark.parametrize('text', ['[{"text": "a"}, {"text": "b"}]\n', '[\n  {"text": "a"},\n  {"text": "b"}\n]\n'])
+def test_json_array_named_jsonl_says_rename(tmp_path, text):
+    p = tmp_path/'rows.jsonl'; p.write_text(text)
+    err(lambda: load_rows(DataCfg(path=str(p))), 'one JSON array of 2 items', 'rename it to rows.json')
+
+def test_dataset_folder_with_dot_slash(tmp_path, monkeypatch):
+    (tmp_path/'ds').mkdir()
+    (tmp_path/'ds'/'train.jsonl').write_text('{"text": "a"}\n{"text": "b"}\n')
+    monkeypatch.chdir(tmp_path)
+    assert [len(load_rows(DataCfg(path=p))) for p in ('ds', './ds', str(tmp_path/'ds'))] == [2, 2, 2]
+    err(lambda: load_rows(DataCfg(path='./dz')), './dz', 'no such file or folder')
+
+@pytest.mark.parametrize('row,words', [
+    ({'prompt': '2+2=', 'completion': ''}, ['sample 1', 'the completion is empty']),
+    ({'messages': [{'role': 'user', 'content': 'x'}, {'role': 'assistant', 'content': '  '}]}, ['sample 1', 'the assistant reply is empty']),
+    ({'messages': [{'role': 'assistant', 'content': 'x'}, {'role': 'user', 'content': 'y'}, {'role': 'assistant', 'content': 'z'}]},
+     ['sample 1', 'assistant -> user -> assistant', 'starts with an assistant turn']),
+    ({'messages': [{'role': 'user', 'content': 'x'}, {'role': 'assistant', 'content': 'y'}, {'role': 'assistant', 'content': 'z'}]},
+     ['sample 1', 'user -> assistant -> assistant', 'two assistant turns'])])
+def test_rows_that_train_nothing_useful_are_refused(tok, row, words):
+    good = {'prompt': '1+1=', 'completion': '2'} if 'prompt' in row else {'messages': CHAT}
+    err(lambda: tokenize(Dataset.from_list([good, row]), tok, DataCfg(path='d.jsonl')), 'd.jsonl', *words)
+
+def test_empty_completion_allowed_when_everything_trains(tok):
+    t = tokenize(Dataset.from_list([{'prompt': '1+1=', 'completion': ''}]), tok, DataCfg(path='d', completion_only=False))
+    assert len(t) == 1

@@ -30,10 +30,10 @@ def _tokenize(path, **kw):
     cfg = C.DataCfg(path=path, **kw)
     return tokenize(load_rows(cfg), _tok(), cfg)
 
-def _adapter(targets):
+def _adapter(targets, **adapter):
     from ftnb.adapters import apply
     from ftnb.testing import tiny_model
-    return apply(tiny_model('qwen2'), C.RunConfig(adapter=C.AdapterCfg(target_modules=targets)))
+    return apply(tiny_model('qwen2'), C.RunConfig(adapter=C.AdapterCfg(target_modules=targets, **adapter)))
 
 def _cli(*args):
     from ftnb.cli import run
@@ -74,7 +74,76 @@ CASES = [
     ("QLoRA on a machine without a GPU", _qlora_cpu),
     ("resume_from='latest' with no checkpoint", _resume),
     ("`ftnb report` on a folder that is not a run", lambda: _cli('report', '.')),
+    # config files and values that pydantic or PyYAML would bend or crash on (issue 10)
+    ("a config path that is a folder", lambda: C.load(_mkdir('configs'))),
+    ("a config file that is not UTF-8", lambda: C.load(_write_bytes('c.yaml', 'train:\n  run_name: caf\xe9\n'.encode('latin-1')))),
+    ("a YAML key given twice", lambda: C.load(_write('c.yaml', 'adapter:\n  r: 8\n  alpha: 16\n  r: 32\n'))),
+    ("a JSON key given twice", lambda: C.load(_write('c.json', '{"train": {"lr": 1e-4, "lr": 2e-4}}'))),
+    ("`r: yes` in a YAML config", lambda: C.load(_write('c.yaml', 'adapter:\n  r: yes\n'))),
+    ("`--set adapter.r=true`", lambda: C.apply_sets(C.RunConfig(), ['adapter.r=true'])),
+    ("`sleep_level: on` in a YAML config", lambda: C.load(_write('c.yaml', 'method:\n  sleep_level: on\n'))),
+    ("a negative seed", lambda: C.apply_sets(C.RunConfig(), ['train.seed=-1'])),
+    ("a seed beyond numpy's range", lambda: C.load(_write('c.yaml', 'train:\n  seed: 99999999999\n'))),
+    ("max_steps=0", lambda: C.apply_sets(C.RunConfig(), ['train.max_steps=0'])),
+    ("max_steps=-5", lambda: C.load(_write('c.yaml', 'train:\n  max_steps: -5\n'))),
+    ("`--set train.run_name=2024` (a number for a text field)", lambda: C.apply_sets(C.RunConfig(), ['train.run_name=2024'])),
+    ("`run_name: 2024` in a YAML config", lambda: C.load(_write('c.yaml', 'train:\n  run_name: 2024\n'))),
+    ("a misspelt key in an fms-hf-tuning config", lambda: C.from_fms({'model_name_or_path': 'm', 'learning_rte': 1e-4})),
+    ("an fms-hf-tuning config with auto_gptq but no LoRA", lambda: C.from_fms({'model_name_or_path': 'm', 'auto_gptq': ['triton_v2']})),
+    # data
+    ("a JSON array saved as .jsonl", lambda: _rows(_write('rows.jsonl', '[\n  {"text": "a"},\n  {"text": "b"}\n]\n'))),
+    ("JSON lines saved as .json", lambda: _rows(_write('rows.json', '{"text": "a"}\n{"text": "b"}\n'))),
+    ("a data file that is not UTF-8", lambda: _rows(_write_bytes('rows.jsonl', '{"text": "caf\xe9"}\n'.encode('latin-1')))),
+    ("a dataset folder that does not exist (`./ds`)", lambda: _rows('./ds')),
+    ("an empty completion", lambda: _tokenize(_write('pc.jsonl', '{"prompt": "1+1=", "completion": "2"}\n{"prompt": "2+2=", "completion": ""}\n'))),
+    ("an empty assistant reply", lambda: _tokenize(_chat([('user', '1+1='), ('assistant', '2')], [('user', '2+2='), ('assistant', '')]))),
+    ("a chat that starts with the assistant", lambda: _tokenize(_chat([('user', 'hi'), ('assistant', 'yo')], [('assistant', 'hello'), ('user', 'hi'), ('assistant', 'yo')]))),
+    ("two assistant turns in a row", lambda: _tokenize(_chat([('system', 'be brief'), ('user', 'hi'), ('assistant', 'yo'), ('assistant', 'again')]))),
+    ("two user turns where the chat template forbids it", lambda: _tokenize_strict(_chat([('user', 'hi'), ('assistant', 'yo')], [('user', 'hi'), ('user', 'there'), ('assistant', 'yo')]))),
+    # model folders
+    ("a model folder without tokenizer files", lambda: _model(_model_dir('m', drop=('tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja')))),
+    ("a model.safetensors cut short", lambda: _load(_model_dir('m', cut='model.safetensors'))),
+    ("a config.json that does not parse", lambda: _model(_model_dir('m', edit=('config.json', '{"model_type": "qwen2",, }')))),
+    ("a model folder with only pytorch_model.bin", lambda: _load(_model_dir('m', drop=('model.safetensors',), edit=('pytorch_model.bin', '')))),
+    ("a folder with no config.json as the model", lambda: _model(_mkdir('weights'))),
+    ("flash_attention_2 on a machine without a GPU", lambda: _load(attn_implementation='flash_attention_2')),
+    # adapters
+    ("modules_to_save naming a parent module", lambda: _adapter(['all-linear'], modules_to_save=['layers'])),
+    ("modules_to_save naming a module the model does not have", lambda: _adapter(['all-linear'], modules_to_save=['wte'])),
 ]
+
+def _mkdir(name):
+    Path(name).mkdir(); return name
+
+def _write_bytes(name, data):
+    Path(name).write_bytes(data); return name
+
+def _chat(*convs):
+    rows = [{'messages': [{'role': r, 'content': c} for r, c in conv]} for conv in convs]
+    return _write('chat.jsonl', ''.join(json.dumps(r) + '\n' for r in rows))
+
+def _tokenize_strict(path):
+    "tokenize with a chat template that, like many models' templates, refuses two turns of one role in a row."
+    from ftnb.data import load_rows, tokenize
+    tok = _tok()
+    tok.chat_template = ("{% for m in messages %}{% if not loop.first and m['role'] == messages[loop.index0 - 1]['role'] %}"
+                         "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% endfor %}" + tok.chat_template)
+    cfg = C.DataCfg(path=path)
+    return tokenize(load_rows(cfg), tok, cfg)
+
+def _model_dir(name, drop=(), cut=None, edit=None):
+    "A copy of the tiny model's folder with files dropped, one cut in half, or one rewritten."
+    import shutil
+    from ftnb.testing import tiny_dir
+    shutil.copytree(tiny_dir('qwen2'), name)
+    for f in drop: (Path(name)/f).unlink()
+    if cut: b = (Path(name)/cut).read_bytes(); (Path(name)/cut).write_bytes(b[:len(b) // 2])
+    if edit: (Path(name)/edit[0]).write_text(edit[1])
+    return name
+
+def _load(name='tiny-qwen2', **model):
+    from ftnb.models import load_model
+    return load_model(C.RunConfig(model=C.ModelCfg(name_or_path=name, **model)))
 
 def _rows_fmt(path):
     from ftnb.data import detect_format
@@ -117,8 +186,8 @@ def test_case(what, fn, tmp_path):
     assert 'Traceback' not in msg
     assert doc_rows().get(what) == msg, f'docs/errors.md is stale for {what!r}: run python tests/test_errors.py'
 
-def test_at_least_ten_rows():
-    assert len(doc_rows()) == len(CASES) >= 10
+def test_at_least_fifty_rows():
+    assert len(doc_rows()) == len(CASES) >= 50
 
 if __name__ == '__main__':
     import tempfile

@@ -3,7 +3,7 @@ import html, time
 import pytest
 from ftnb.config import ConfigError, RunConfig, field_help, from_dict, to_dict
 from ftnb.events import Metrics
-from ftnb.widgets import ConfigPanel, field_kind, field_info, field_paths, to_python, to_yaml
+from ftnb.widgets import ConfigPanel, _OK, field_kind, field_info, field_paths, to_python, to_yaml
 
 
 def test_widget_help_is_the_schema_help():
@@ -21,6 +21,8 @@ def _other_value(path, now):
     if kind == 'bool': return not now
     if kind == 'int': return (now or 1) + 1
     if kind == 'float': return round((now or 0.1) / 2, 6) if now else 0.05
+    if path == 'data.path': return 'toy:chat'  # the panel checks that a data source exists
+    if path == 'data.eval_path': return 'toy:addition_test'
     if kind == 'str': return (now or '') + '_x'
     if kind == 'strlist': return ['q_proj', 'v_proj']
     if path == 'method.rewards': return [{'name': 'exact_answer', 'weight': 2.0}, {'name': 'regex_format', 'weight': 0.5, 'pattern': r'\d+$'}]
@@ -61,6 +63,33 @@ def test_errors_land_by_their_field_and_block_train():
         assert panel.fields[where].error.value and all(not fw.error.value for p, fw in panel.fields.items() if p != where)
         with pytest.raises(ConfigError): panel.config
     panel.set_config(RunConfig()); assert not panel.run.train_btn.disabled
+
+
+@pytest.mark.parametrize('path,bad,good', [('data.path', 'data/trian.jsonl', 'toy:addition'), ('data.path', './my_dataset', 'toy:chat'),
+                                           ('data.eval_path', 'toy:adition', 'toy:addition_test'), ('model.name_or_path', './models/missing', 'tiny-qwen2')])
+def test_panel_checks_paths_before_train(tmp_path, path, bad, good):
+    "A mistyped data file or missing model folder is shown once, under its field, and Train is off before it is pressed."
+    panel = ConfigPanel(RunConfig(train=dict(output_dir=str(tmp_path))), dashboard=None)
+    assert not panel.run.train_btn.disabled and panel.check.value == _OK
+    panel.fields[path].input.value = bad
+    assert panel.error is not None and panel.error.field == path, panel.error
+    assert panel.run.train_btn.disabled
+    shown = [p for p, fw in panel.fields.items() if fw.error.value]
+    assert shown == [path] and bad in html.unescape(panel.fields[path].error.value)
+    assert 'config valid' not in panel.check.value and html.unescape(panel.check.value).count(bad) == 1
+    with pytest.raises(ConfigError): panel.config
+    panel.run._clicked()  # even a click that slips through starts nothing
+    assert not panel.run.running and panel.run.result is None
+    panel.fields[path].input.value = good
+    assert panel.error is None and not panel.run.train_btn.disabled and panel.check.value == _OK
+
+
+def test_failure_before_the_first_step_is_shown_once():
+    "A run that fails at once says so in the status line only: no live view with a green 'no warnings' beside it."
+    def bad_train(cfg, **kw): raise ConfigError('data.path', 'x.jsonl', 'check the path', 'file not found')
+    panel = ConfigPanel(RunConfig(), train_fn=bad_train, dashboard='widget')
+    panel.train(); assert panel.wait(30)
+    assert 'failed: data.path' in panel.run.status.value and panel.run.live.children == ()
 
 
 def test_background_run_stops_with_checkpoint_and_resumes(tmp_path):
