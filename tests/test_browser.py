@@ -22,7 +22,7 @@ RUN_CELL = """async (i) => {  // run cell i and resolve when it is done
 }"""
 POINTS = """() => {  // points of the training-loss trace in ftnb's live dashboard, as plotly.js holds them
   const gds = [...document.querySelectorAll('.ftnb-live .ftnb-dashboard .js-plotly-plot')];
-  return Math.max(0, ...gds.flatMap(g => (g.data || []).filter(t => t.name === 'loss').map(t => (t.x || []).length)));
+  return Math.max(0, ...gds.flatMap(g => (g.data || []).filter(t => t.name === 'train loss').map(t => (t.x || []).length)));
 }"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
