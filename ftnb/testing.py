@@ -123,10 +123,10 @@ def tiny_dir(arch:str='qwen2', # 'qwen2' or 'llama'
     return dest
 
 # %% ../nbs/01_testing.ipynb #f40d18ab
-DEMO_HPARAMS = {  # for `ftnb demo`; measured as described above (TRL SFTTrainer, 2 CPU cores, ~75 s, float32)
+DEMO_HPARAMS = {  # for `ftnb demo`; chosen by the sweep above; tests/test_demo.py checks seed 0 (float32)
     'adapter': {'method': 'full'},  # the model starts random: an adapter alone cannot teach it
     'train': {'epochs': 48,         # 2000 rows / batch 64 = 32 steps an epoch: 1536 steps; fewer often stay < 50%
               'batch_size': 64, 'lr': 2e-3, 'lr_scheduler': 'cosine', 'warmup_ratio': 0.02, 'weight_decay': 0.1,
               'max_grad_norm': 1.0, 'logging_steps': 25, 'eval_steps': 256, 'save_steps': 100_000,
-              'seed': 0},  # seeds 0-4 and 6 gave 96-100% held-out accuracy, 42 gave 72%
+              'seed': 0},  # tests/test_demo.py: >= 85% held-out accuracy with this seed
 }

@@ -20,9 +20,9 @@ RUN_CELL = """async (i) => {  // run cell i and resolve when it is done
   const nb = window.jupyterapp.shell.currentWidget; nb.content.activeCellIndex = i;
   return await window.jupyterapp.commands.execute('notebook:run-cell');
 }"""
-POINTS = """() => {  // points of the loss curve in the live dashboard, as plotly.js holds them
-  const gds = [...document.querySelectorAll('.ftnb-live .js-plotly-plot')];
-  return Math.max(0, ...gds.flatMap(g => (g.data || []).filter(t => /loss/.test(t.name || '')).map(t => (t.x || []).length)));
+POINTS = """() => {  // points of the training-loss trace in ftnb's live dashboard, as plotly.js holds them
+  const gds = [...document.querySelectorAll('.ftnb-live .ftnb-dashboard .js-plotly-plot')];
+  return Math.max(0, ...gds.flatMap(g => (g.data || []).filter(t => t.name === 'train loss').map(t => (t.x || []).length)));
 }"""
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]

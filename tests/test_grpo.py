@@ -2,6 +2,7 @@
 import threading, time
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from ftnb import sft
@@ -38,14 +39,15 @@ def test_rollouts_and_timeline_every_step(tmp_path):
         names = [p['name'] for p in r['phases']]
         assert names[-2:] == ['score', 'train'] and 'generate' in names
         assert all({'start', 'end', 'mem_gib'} <= set(p) and p['end'] >= p['start'] for p in r['phases'])
-        assert all(p['mem_gib'] is None for p in r['phases'])  # CPU: no GPU memory to report
+        cuda = torch.cuda.is_available()  # no GPU memory to report on a CPU; a number on a CUDA machine
+        assert all((p['mem_gib'] is None) != cuda for p in r['phases'])
     evs = q.drain()
     assert [e.step for e in evs if e.kind == 'Rollouts'] == [1, 2, 3, 4] and [e.step for e in evs if e.kind == 'Timeline'] == [1, 2, 3, 4]
     assert {'reward', 'rewards/exact_answer/mean', 'completions/mean_length'} <= set(read_jsonl(res.run_dir/'metrics.jsonl')[0])
     rec = next(c for c in res.trainer.callback_handler.callbacks if hasattr(c, 'ms_per_step'))
     step_s = sum(p['end'] - p['start'] for r in tl for p in r['phases']) / len(tl)
     print(f'recording: {rec.ms_per_step:.2f} ms per step, {100 * rec.ms_per_step / 1000 / step_s:.1f}% of a {step_s * 1000:.0f} ms step')
-    assert rec.ms_per_step < 100
+    assert rec.ms_per_step < 0.25 * step_s * 1000  # the recording's own cost, against the step it records: load scales both
     assert any('ms per step' in getattr(e, 'message', '') for e in read_events(res.run_dir))
 
 def test_prompt_too_long_for_engine(tmp_path):
@@ -123,11 +125,12 @@ def test_cli_demo_method_flag():
     assert parser().parse_args(['demo', '--method', 'grpo']).method == 'grpo' and parser().parse_args(['demo']).method == 'sft'
 
 def test_demo_reward_climbs(tmp_path):
-    "The GRPO demo, shortened to 300 GRPO steps: SFT 800 steps, then the sampled reward climbs (~2 min on 2 cores)."
+    "The GRPO demo as `ftnb demo --method grpo` runs it (SFT 800 steps, GRPO 600): the sampled reward and the greedy held-out accuracy rise (~4 min on 2 cores)."
     from ftnb.grpo_demo import run_grpo_demo
     t0 = time.time()
-    r = run_grpo_demo(tmp_path, max_steps=300)
+    r = run_grpo_demo(tmp_path)
     print(f"reward {r['reward_first']:.3f} -> {r['reward_last']:.3f}; held-out accuracy {r['before']['accuracy']:.3f} -> "
           f"{r['after']['accuracy']:.3f}; SFT {r['sft_seconds']:.0f} s, GRPO {r['grpo_seconds']:.0f} s, total {time.time() - t0:.0f} s")
-    assert r['reward_last'] > r['reward_first'] + 0.05  # measured: 0.297 -> 0.395
-    assert r['after']['accuracy'] >= r['before']['accuracy'] - 0.05  # the small step keeps what SFT taught
+    assert r['reward_last'] > r['reward_first'] + 0.07  # measured: 0.313 -> 0.453 (nbs/15_grpo_demo.ipynb's table); 0.336 -> 0.435 on 2026-12-02
+    assert r['after']['accuracy'] >= r['before']['accuracy'] + 0.05  # the prose says it rises: measured 45% -> 57%, and 45% -> 54%
+    assert 0.3 <= r['before']['accuracy'] <= 0.6  # "almost half of the sums" after the SFT stage (measured 45%)

@@ -271,6 +271,9 @@ def test_no_signals_and_light_import():
     assert 'signal' not in Path(R.__file__).read_text().replace('signals', '')
     code = "import sys, ftnb.rewards; print(any(m in sys.modules for m in ('torch', 'trl', 'ipywidgets', 'plotly', 'vllm')))"
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'False'
+    # signal.alarm only works on the main thread, and GRPO's rewards may run elsewhere: no ftnb module may use it
+    import re
+    assert not [p.name for p in Path(R.__file__).parent.glob('*.py') if re.search(r'\bSIGALRM\b|\.alarm\(', p.read_text())]
 
 # --- inside TRL's GRPOTrainer ------------------------------------------------------------------------------------
 

@@ -60,10 +60,15 @@ def test_failed_run_leaves_readable_folder(tmp_path):
     assert ev[-1].kind == 'RunEnd' and ev[-1].status == 'failed' and 'missing.jsonl' in ev[-1].error
 
 def test_pretrain_trains_every_token(tmp_path):
-    cfg = RunConfig.model_validate({'data': {'path': 'toy:text', 'max_length': 64}, 'method': {'name': 'pretrain'},
-        'train': {'output_dir': str(tmp_path), 'run_name': 'cpt', 'max_steps': 3, 'batch_size': 4}})
-    res = train(cfg)
-    assert res.status == 'finished' and (res.run_dir/'final'/'adapter_config.json').exists()
+    "method 'pretrain' on chat data trains every token; 'sft' on the same rows masks the prompts."
+    def run(method):
+        cfg = RunConfig.model_validate({'data': {'path': 'toy:chat', 'max_length': 64, 'max_samples': 16}, 'method': {'name': method},
+            'train': {'output_dir': str(tmp_path), 'run_name': method, 'max_steps': 1, 'batch_size': 4}})
+        res = train(cfg)
+        assert res.status == 'finished' and (res.run_dir/'final'/'adapter_config.json').exists()
+        return [sum(l == -100 for l in row) for row in res.trainer.train_dataset['labels']]
+    assert sum(run('pretrain')) == 0        # not one token masked
+    assert all(n > 0 for n in run('sft'))   # the same rows under SFT: every sample has masked prompt tokens
 
 def test_first_sigint_sets_stop_second_interrupts():
     import signal
