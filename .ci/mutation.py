@@ -24,8 +24,8 @@ def run(mod:str) -> dict:
         f.write(f'\n[tool.mutmut]\nsource_paths = ["ftnb/{mod}.py"]\nalso_copy = ["ftnb/", "tests/"]\n'
                 f'pytest_add_cli_args_test_selection = {json.dumps(MODULES[mod])}\n')
     mutmut = str(Path(sys.executable).parent/'mutmut')
-    # subprocesses started by the tests import ftnb from the mutated copy, not from the editable install
-    env = dict(os.environ, PYTHONPATH=str(tmp/'mutants'), OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
+    # tests/conftest.py points subprocesses at the mutated copy (PYTHONPATH) once mutmut has set MUTANT_UNDER_TEST
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
     t0 = time.time()
     subprocess.run([mutmut, 'run', '--max-children', '1'], cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     res = subprocess.run([mutmut, 'results', '--all', 'true'], cwd=tmp, env=env, capture_output=True, text=True).stdout
