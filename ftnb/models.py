@@ -179,7 +179,7 @@ def checkpointing(cfg:RunConfig, # the run's config
     "`cfg.accel.gradient_checkpointing` resolved: 'auto' is on for GRPO on a GPU, off for SFT and on a CPU."
     # GRPO's step is mostly generation, so recomputing activations costs little there (H100, bench/README.md: 0.5B
     # +2.5%, 1.5B -7%..+9%) and saves 3.5 GiB at 1.5B, which TRL's GRPOConfig also defaults to. SFT's step is all
-    # training, where it costs about 30%; a CPU run has memory to spare and would only be slower.
+    # training, so recomputing activations costs a larger share of it; a CPU run has memory to spare and would only be slower.
     g = cfg.accel.gradient_checkpointing
     if g != 'auto': return g
     return cfg.method.name == 'grpo' and (torch.cuda.is_available() if cuda is None else cuda)

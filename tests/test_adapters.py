@@ -41,6 +41,10 @@ def test_variants_forward_backward(tok, extra):
     pc = m.peft_config['default']
     assert pc.use_dora == (extra.get('method') == 'dora') and pc.use_rslora == extra.get('use_rslora', False)
     if extra.get('method') == 'alora': assert tok.decode(pc.alora_invocation_tokens) == 'Answer:'
+    q = m.get_base_model().model.layers[0].self_attn.q_proj
+    if extra.get('method') == 'dora': assert 'default' in q.lora_magnitude_vector  # DoRA: a magnitude vector per layer
+    want = pc.lora_alpha / (pc.r ** 0.5 if pc.use_rslora else pc.r)  # rsLoRA changes only the scale: alpha/sqrt(r)
+    assert q.scaling['default'] == pytest.approx(want)
     if extra.get('method') != 'alora': steps(m, tok, n=1)  # B=0 at init: step once so every adapter weight gets a gradient
     loss(m, tok).backward()
     grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
@@ -81,7 +85,11 @@ def test_merge_and_save_roundtrip(tok, tmp_path, method):
     m.eval()
     b = tok([TEXT, 'hello'], return_tensors='pt', padding=True)
     with torch.no_grad(): want = m(**b).logits
-    assert (adapters.save_adapter(m, tmp_path/'adapter', tok)/'adapter_model.safetensors').exists()
+    saved = adapters.save_adapter(m, tmp_path/'adapter', tok)
+    assert (saved/'adapter_model.safetensors').exists() and not (saved/'model.safetensors').exists()  # the adapter only
+    from safetensors import safe_open
+    with safe_open(str(saved/'adapter_model.safetensors'), 'pt') as f: keys = list(f.keys())
+    assert keys and all('lora_' in k for k in keys), keys[:5]
     adapters.merge_and_save(m, tmp_path/'merged', tok)
     assert (tmp_path/'merged'/'model.safetensors').exists() and not (tmp_path/'merged'/'adapter_config.json').exists()
     back = AutoModelForCausalLM.from_pretrained(tmp_path/'merged', use_safetensors=True).eval()
@@ -125,6 +133,24 @@ def test_quantized_on_cpu_is_a_clear_error(method):
 def test_qlora_needs_quantized_model(tok):
     with pytest.raises(ConfigError, match='not quantized'): adapters.apply(tiny_model(), cfg(method='qlora'), tok)
 
+def test_apply_leaves_the_global_rng_alone(tok):
+    "The adapter is initialised under train.seed without touching the caller's random state."
+    state = torch.random.get_rng_state()
+    a = adapters.apply(tiny_model(), cfg(), tok)
+    assert torch.equal(state, torch.random.get_rng_state())
+    b = adapters.apply(tiny_model(), cfg(), tok)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+def test_require_does_not_import():
+    "models.require checks that a library is there without importing it (import ftnb stays light)."
+    code = "import sys; from ftnb.models import require; require('playwright', 'f', 'v'); print('playwright' in sys.modules)"
+    import subprocess, sys
+    assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'False'
+
+def test_qlora_is_nf4_with_double_quantization():
+    qc = models.quant_kwargs(RunConfig(adapter={'method': 'qlora'}))['quantization_config']
+    assert qc.load_in_4bit and qc.bnb_4bit_quant_type == 'nf4' and qc.bnb_4bit_use_double_quant
+
 def test_missing_optional_library_names_the_extra():
     with pytest.raises(ConfigError, match=r'pip install "ftnb\[quant\]"') as e:
         models.require('surely_not_installed_lib', 'adapter.method', 'qlora')
@@ -153,6 +179,7 @@ def test_qlora_on_gpu(tok, tmp_path):
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2): m(**b, labels=b['input_ids']).loss.backward(); opt.step(); opt.zero_grad()
     assert all('lora_' in n for n, p in m.named_parameters() if not torch.equal(p, before[n]))
+    assert all(p.dtype == models.resolve_dtype(c.model.dtype) for n, p in m.named_parameters() if 'lora_' in n)  # compute dtype
     assert (adapters.save_adapter(m, tmp_path/'a')/'adapter_model.safetensors').exists()
     with pytest.raises(ConfigError, match='quantized'): adapters.merge_and_save(m, tmp_path/'m')
 

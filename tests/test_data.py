@@ -231,6 +231,7 @@ def test_sft_packing_keeps_labels_and_trains(tok, tmp_path):
     assert 'seq_lengths' in packed.column_names and len(packed) < len(tr)
     assert _trained_tokens(packed) == _trained_tokens(tr)  # every trained token survives packing, no masked one is unmasked
     assert sum(map(len, packed['input_ids'])) == sum(map(len, tr['input_ids']))
+    assert sorted(l for s in packed['seq_lengths'] for l in s) == sorted(map(len, tr['input_ids']))  # BFD never splits a sample
     batch = next(iter(trainer.get_train_dataloader()))
     assert 'attention_mask' not in batch and batch['input_ids'].shape[0] == 1  # bfd packing is padding-free
     trainer.train()
@@ -301,3 +302,23 @@ def test_rows_that_train_nothing_useful_are_refused(tok, row, words):
 def test_empty_completion_allowed_when_everything_trains(tok):
     t = tokenize(Dataset.from_list([{'prompt': '1+1=', 'completion': ''}]), tok, DataCfg(path='d', completion_only=False))
     assert len(t) == 1
+
+
+def test_auto_format_order():
+    "'auto' takes the first format whose fields are there: messages, then prompt_completion, then text."
+    both = {'messages': [CHAT[:3]], 'prompt': ['a'], 'completion': ['b'], 'text': ['t']}
+    assert detect_format(Dataset.from_dict(both), DataCfg()) == 'messages'
+    both.pop('messages')
+    assert detect_format(Dataset.from_dict(both), DataCfg()) == 'prompt_completion'
+    both.pop('prompt')
+    assert detect_format(Dataset.from_dict(both), DataCfg()) == 'text'
+
+def test_hub_datasets_run_no_remote_code(monkeypatch):
+    "A hub id goes through datasets.load_dataset, never with trust_remote_code (datasets>=4 runs no loading scripts)."
+    import datasets
+    seen = []
+    def spy(*a, **k):
+        seen.append(k); return Dataset.from_dict({'text': ['x']})
+    monkeypatch.setattr(datasets, 'load_dataset', spy)
+    assert load_rows(DataCfg(path='someone/some-set')).to_list() == [{'text': 'x'}]
+    assert seen and all(not k.get('trust_remote_code') for k in seen)
