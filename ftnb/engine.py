@@ -155,7 +155,9 @@ def _base(model:nn.Module)->nn.Module:
 def quant_method(model:nn.Module)->str|None:
     "'bitsandbytes', 'gptq', ... when transformers loaded the (base) model quantized, else None."
     q = getattr(_base(model), 'hf_quantizer', None)
-    return str(getattr(q.quantization_config, 'quant_method', 'quantized')).split('.')[-1].lower() if q is not None else None
+    if q is None: return None
+    m = getattr(q.quantization_config, 'quant_method', 'quantized')
+    return str(getattr(m, 'value', m)).lower()  # the enum's value: str(QuantizationMethod.BITS_AND_BYTES) is not 'bitsandbytes'
 
 def vllm_loads_adapter(model:nn.Module)->bool:
     "True when vLLM's LoRA loader can take the model's active adapter: plain LoRA, no DoRA, no modules_to_save."

@@ -1,7 +1,9 @@
 """QLoRA GRPO through ftnb.train with the colocated vLLM engine (issue 9, item 5): the exact Qwen2.5-0.5B config (random
 weights, vocabulary 151,936) in 4-bit, LoRA r16, sync 'auto' (= vLLM's LoRA kernels over vLLM's own 4-bit copy).
 It used to stop in vLLM's `lora_shrink` (AssertionError): the engine ran in fp32 because PEFT's k-bit preparation casts
-the norms to fp32 and the engine took `model.dtype`; vLLM's LoRA kernels take fp16/bf16 only.
+the norms to fp32 and the engine took `model.dtype`; vLLM's LoRA kernels take fp16/bf16 only. A second fault hid behind
+it: `quant_method` read 'bits_and_bytes' from the enum's name, so vLLM was never told to quantize and served a bf16 copy
+(H200, 2026-12-02: 4 steps finished that way, engine bf16, trainer/engine log-prob gap 0.25-0.28).
 Run on the GPU machine (in its own process: one sleep-mode engine per process):
     PYTHONPATH=/tmp/site:$PWD pytest -m gpu tests/gpu/test_qlora_grpo_gpu.py -rP"""
 import json, sys
@@ -14,6 +16,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_qlora_grpo_runs(tmp_path):
     pytest.importorskip('vllm'); pytest.importorskip('bitsandbytes')
+    # vLLM's bitsandbytes loader imports compressed_tensors, which needs loguru (missing from shared/gpu/wheels.txt on 2026-12-02)
+    pytest.importorskip('loguru', reason="vLLM's 4-bit loader needs compressed_tensors' dependency loguru: add it to the GPU wheels")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]/'bench'))
     from grpo import build, prompts_file
     from ftnb.config import RunConfig
