@@ -6,12 +6,12 @@ from ftnb.config import DataCfg, MethodCfg, RunConfig, TrainCfg
 from ftnb.events import read_jsonl
 from ftnb.grpo import train
 
-def small(tmp_path, name, **method) -> RunConfig:
+def small(tmp_path, name, grad_accum=1, **method) -> RunConfig:
     return RunConfig(data=DataCfg(path='toy:addition', max_samples=32),
                      method=MethodCfg(name='grpo', num_generations=4, max_completion_length=6, max_model_len=32,
                                       rewards=[{'name': 'numeric_answer', 'tol': 50}], **method),
                      train=TrainCfg(output_dir=str(tmp_path), run_name=name, batch_size=8, lr=1e-3, logging_steps=1,
-                                    max_steps=2, save_steps=100))
+                                    max_steps=2, save_steps=100, grad_accum=grad_accum))
 
 @pytest.fixture
 def no_grad_forwards(monkeypatch):
@@ -24,11 +24,12 @@ def no_grad_forwards(monkeypatch):
     monkeypatch.setattr(GRPOTrainer, '_get_per_token_logps_and_entropies', counted)
     return n
 
-@pytest.mark.parametrize('how,old_forwards', [('auto', 0), ('forward', 2)])
-def test_old_policy_forward_skipped_on_policy(tmp_path, no_grad_forwards, how, old_forwards):
-    res = train(small(tmp_path, how, old_logprobs=how))
+@pytest.mark.parametrize('how,accum,old_forwards', [('auto', 1, 0), ('forward', 1, 2), ('auto', 2, 0)])
+def test_old_policy_forward_skipped_on_policy(tmp_path, no_grad_forwards, how, accum, old_forwards):
+    res = train(small(tmp_path, how, grad_accum=accum, old_logprobs=how))
     assert (res.status, res.step) == ('finished', 2)
-    assert no_grad_forwards == {'no_grad': old_forwards, 'grad': 2}  # 2 steps, one loss forward each
+    # 2 steps, one loss forward per micro-batch; with accumulation TRL generates once per step for all its micro-batches
+    assert no_grad_forwards == {'no_grad': old_forwards, 'grad': 2 * accum}
     rows = [r for r in read_jsonl(res.run_dir/'metrics.jsonl') if 'sampling/importance_sampling_ratio/mean' in r]
     assert len(rows) == 2 and all('sampling/sampling_logp_difference/mean' in r for r in rows)  # TRL's metrics, either way
 
