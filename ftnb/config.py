@@ -131,6 +131,7 @@ class MethodCfg(Part):
     sleep_level: Literal[0, 1, 2] = F(2, "GRPO: vLLM sleep while training: 0 = never, 1 = offload weights to CPU, 2 = drop weights (the next sync sends them again from the trainer: no CPU copy, TRL's choice).")
     sync: Literal['auto','merge','adapter'] = F('auto', "GRPO with an adapter: how the weights reach vLLM each step. merge = the adapter merged into a copy of the base weights (the trainer's weights are not touched); adapter = vLLM's LoRA kernels; auto = merge, or adapter on a quantized base.")
     max_model_len: int = F(1024, "GRPO: the engine's longest sequence (prompt + completion) in tokens.", ge=16)
+    old_logprobs: Literal['auto','forward'] = F('auto', "GRPO: where the old-policy log-probs for vLLM's importance-sampling correction come from. auto = on-policy (one generation per optimizer step, TRL's num_iterations 1) from the loss forward, detached, which saves one forward pass per step; off-policy, and with 'forward', from a separate forward after generation (TRL's way).")
 
 def _steps(v:int) -> int:
     "max_steps is -1 (epochs) or a positive step count."

@@ -155,7 +155,9 @@ def _base(model:nn.Module)->nn.Module:
 def quant_method(model:nn.Module)->str|None:
     "'bitsandbytes', 'gptq', ... when transformers loaded the (base) model quantized, else None."
     q = getattr(_base(model), 'hf_quantizer', None)
-    return str(getattr(q.quantization_config, 'quant_method', 'quantized')).split('.')[-1].lower() if q is not None else None
+    if q is None: return None
+    m = getattr(q.quantization_config, 'quant_method', 'quantized')
+    return str(getattr(m, 'value', m)).lower()  # the enum's value: str(QuantizationMethod.BITS_AND_BYTES) is not 'bitsandbytes'
 
 def vllm_loads_adapter(model:nn.Module)->bool:
     "True when vLLM's LoRA loader can take the model's active adapter: plain LoRA, no DoRA, no modules_to_save."
@@ -257,9 +259,17 @@ def model_path(model)->str:
     return p
 
 def _dtype(model, dtype:str)->str:
-    "The vLLM dtype: `dtype`, or for 'auto' the training model's own (so vLLM's logprobs match the trainer's)."
+    "The vLLM dtype: `dtype`, or for 'auto' the training model's compute dtype (so vLLM's logprobs match the trainer's)."
     if dtype != 'auto' or isinstance(model, (str, Path)): return dtype
-    return str(getattr(_base(model), 'dtype', 'auto')).removeprefix('torch.')
+    base = _base(model)
+    q = getattr(base, 'hf_quantizer', None)
+    if q is None: return str(getattr(base, 'dtype', 'auto')).removeprefix('torch.')
+    # A k-bit base: PEFT's prepare_model_for_kbit_training casts norms and embeddings to fp32, so `base.dtype` reads
+    # float32, and vLLM then ran in fp32, where its LoRA kernels stop: lora_shrink asserts fp16/bf16 inputs (the QLoRA
+    # GRPO AssertionError of issue 9). The layers compute in the quantization's compute dtype: serve in that.
+    d = getattr(q.quantization_config, 'bnb_4bit_compute_dtype', None) or getattr(base.config, 'dtype', None)
+    d = str(d or 'bfloat16').removeprefix('torch.')
+    return d if d in ('bfloat16', 'float16') else 'bfloat16'
 
 def check_cpu_head_dim(path:str):
     "Raise a ConfigError when vLLM's CPU attention cannot run the model's head size."

@@ -20,8 +20,8 @@ from .events import Bus, EventCallback, EventQueue, Log, Rollouts, RunEnd, RunLo
 from .sft import RunResult, _finish, _resume_arg, recorded_failure, sigint_stops, trainer_kwargs
 
 # %% auto #0
-__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'check_rewards', 'grpo_args', 'RolloutTrainer', 'rollout_rows',
-           'StepRecorder', 'engine_for', 'prepare', 'train']
+__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'check_rewards', 'RolloutConfig', 'grpo_args', 'RolloutTrainer',
+           'vllm_is_ratio', 'rollout_rows', 'StepRecorder', 'engine_for', 'prepare', 'train']
 
 # %% ../nbs/10_grpo.ipynb #939b3f82
 def _prompt_answer(row:dict, i:int, cfg:DataCfg, fmt:str, src:str) -> dict:
@@ -89,8 +89,16 @@ def check_rewards(funcs:list, # from `rewards.combine`
         if inspect.iscoroutine(out): out.close()  # an async function runs only inside TRL's event loop: checked at its first call
 
 # %% ../nbs/10_grpo.ipynb #916d26e9
-def grpo_args(cfg:RunConfig, **extra)->GRPOConfig:
-    "TRL `GRPOConfig` for `cfg` (extra kwargs override)."
+from dataclasses import dataclass, field
+
+@dataclass
+class RolloutConfig(GRPOConfig):
+    "TRL's `GRPOConfig` plus the settings of ftnb's `RolloutTrainer`."
+    old_logprobs: str = field(default='auto', metadata={'help': "'auto': on-policy, the old-policy log-probs come from the loss "
+                              "forward (detached); 'forward': a separate forward after generation, as TRL does."})
+
+def grpo_args(cfg:RunConfig, **extra)->RolloutConfig:
+    "TRL `GRPOConfig` (ftnb's `RolloutConfig`) for `cfg` (extra kwargs override)."
     m = cfg.method
     _, weights = R.combine(m.rewards)
     kw = dict(num_generations=m.num_generations, max_completion_length=m.max_completion_length, temperature=m.temperature,
@@ -98,16 +106,23 @@ def grpo_args(cfg:RunConfig, **extra)->GRPOConfig:
               reward_weights=weights, use_vllm=True, vllm_mode='colocate', vllm_gpu_memory_utilization=m.gpu_memory_utilization,
               vllm_enable_sleep_mode=m.sleep_level > 0, vllm_max_model_length=m.max_model_len,
               disable_dropout=True,  # the engine samples without dropout: the trainer's logprobs must match its own
-              log_completions=False)  # TRL's table printing and parquet: ftnb writes its own rollout log
-    return GRPOConfig(**{**trainer_kwargs(cfg), **kw, **extra})
+              log_completions=False,  # TRL's table printing and parquet: ftnb writes its own rollout log
+              old_logprobs=m.old_logprobs)
+    return RolloutConfig(**{**trainer_kwargs(cfg), **kw, **extra})
+
 
 # %% ../nbs/10_grpo.ipynb #73f1ee4d
 class RolloutTrainer(GRPOTrainer):
-    "TRL's GRPOTrainer that notes each generation's lengths and time window (for the rollout log) and frees cached GPU blocks after each step while the engine sleeps."
+    "TRL's GRPOTrainer that notes each generation's lengths and time window (for the rollout log), skips the old-policy forward on-policy, and frees cached GPU blocks after each step while the engine sleeps."
     rollout: dict|None = None
+    _pending: dict|None = None  # the batch whose importance-sampling ratio the next log-prob forward makes
     def _generate_and_score_completions(self, inputs):
         t0 = time.time()
-        out = super()._generate_and_score_completions(inputs)
+        skip = self._reuses_logprobs()
+        if skip: self.vllm_importance_sampling_correction = False  # TRL then skips its old-policy forward; the loss makes the ratio
+        try: out = super()._generate_and_score_completions(inputs)
+        finally:
+            if skip: self.vllm_importance_sampling_correction = True
         if self.model.training:  # an evaluation's generations are not the step's rollouts
             cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
             self.rollout = dict(n=len(inputs), length=out['completion_mask'].sum(1).tolist(),  # .tolist() waits for the GPU
@@ -123,6 +138,69 @@ class RolloutTrainer(GRPOTrainer):
             # between steps the GPU then holds only live tensors (bench/grpo.py, 0.5B: 19.0 -> 2.7 GiB). Same cost, moved.
             torch.cuda.empty_cache()
         return loss
+
+
+# %% ../nbs/10_grpo.ipynb #a1e0c0d2
+def vllm_is_ratio(old:torch.Tensor,      # (B, T) the trainer's log-probs of the sampled tokens
+                  sampling:torch.Tensor, # (B, T) the engine's log-probs of the same tokens (NaN where it gave none)
+                  mask:torch.Tensor,     # (B, T) 1 on the completion tokens that count
+                  mode:str='sequence_mask', # TRL's vllm_importance_sampling_mode
+                  lo:float|None=None, hi:float|None=3.0, # TRL's vllm_importance_sampling_clip_min / clip_max
+                 )->torch.Tensor:
+    "TRL's vLLM importance-sampling ratio: (B, T) for token_* modes, (B, 1) for sequence_* modes, truncated or masked to [lo, hi]."
+    # TRL 1.16 computes this inline in _generate_and_score_completions, so the loss cannot call it: the same maths here
+    diff = torch.nan_to_num((old - sampling) * mask, nan=0.0)  # an unscored token: ratio 1
+    r = torch.exp(diff.sum(-1, keepdim=True) if mode.startswith('sequence_') else diff)
+    if mode.endswith('_truncate'): return torch.clamp(r, min=lo, max=hi)
+    if mode.endswith('_mask'): return r.masked_fill((r < (-math.inf if lo is None else lo)) | (r > (math.inf if hi is None else hi)), 0.0)
+    raise ValueError(f'unknown vllm_importance_sampling_mode {mode!r}')
+
+
+# %% ../nbs/10_grpo.ipynb #a1e0c0d4
+def _reuses_logprobs(self:RolloutTrainer)->bool:
+    "True when this generation's old-policy log-probs can come from the loss forward: training, on-policy (TRL's test), vLLM's correction on."
+    a = self.args
+    return (getattr(a, 'old_logprobs', 'forward') == 'auto' and self.model.training and self.use_vllm and self.vllm_importance_sampling_correction
+            and a.gradient_accumulation_steps % (a.steps_per_generation * self.num_iterations) == 0)
+
+def _compute_loss(self:RolloutTrainer, model, inputs):
+    "TRL's loss; for a batch whose old-policy forward was skipped, the first log-prob forward also makes its correction ratio."
+    skipped = self.use_vllm and self.vllm_importance_sampling_correction and 'importance_sampling_ratio' not in inputs
+    self._pending = inputs if skipped and 'sampling_per_token_logps' in inputs else None
+    try: return GRPOTrainer._compute_loss(self, model, inputs)
+    finally: self._pending = None
+
+def _logps(self:RolloutTrainer, *args, **kwargs):
+    "TRL's log-prob forward; sets the pending batch's `importance_sampling_ratio` from its detached log-probs."
+    out = GRPOTrainer._get_per_token_logps_and_entropies(self, *args, **kwargs)
+    inputs, self._pending = self._pending, None
+    if inputs is not None: inputs['importance_sampling_ratio'] = self._is_ratio(out[0].detach(), inputs)
+    return out
+
+
+# %% ../nbs/10_grpo.ipynb #a1e0c0d5
+def _is_ratio(self:RolloutTrainer, old:torch.Tensor, inputs:dict)->torch.Tensor:
+    "The correction ratio for `inputs` from the old-policy log-probs `old`, with TRL's sampling metrics."
+    tm = inputs.get('tool_mask')
+    mask = inputs['completion_mask'] if tm is None else inputs['completion_mask'] * tm
+    samp, mode = inputs['sampling_per_token_logps'], self.vllm_importance_sampling_mode
+    r = vllm_is_ratio(old, samp, mask, mode, self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max)
+    mode_, g, met = 'train' if self.model.training else 'eval', self.accelerator.gather, self._metrics
+    delta = (old - samp).abs()[mask.bool()]
+    delta = delta[~torch.isnan(delta)]
+    flat = r.flatten() if mode.startswith('sequence_') else r[mask.bool()]
+    for name, x in (('sampling_logp_difference/mean', delta.mean() if delta.numel() else old.new_zeros(())),
+                    ('sampling_logp_difference/max', delta.max() if delta.numel() else old.new_zeros(())),
+                    ('importance_sampling_ratio/min', flat.min() if flat.numel() else old.new_zeros(())),
+                    ('importance_sampling_ratio/mean', flat.mean() if flat.numel() else old.new_zeros(())),
+                    ('importance_sampling_ratio/max', flat.max() if flat.numel() else old.new_zeros(()))):
+        v = g(x.detach().float())
+        met[mode_][f'sampling/{name}'].append((v.min() if name.endswith('min') else v.max() if name.endswith('max') else v.mean()).item())
+    return r
+
+RolloutTrainer._reuses_logprobs, RolloutTrainer._compute_loss, RolloutTrainer._is_ratio = _reuses_logprobs, _compute_loss, _is_ratio
+RolloutTrainer._get_per_token_logps_and_entropies = _logps
+
 
 # %% ../nbs/10_grpo.ipynb #61623baf
 def _phase(p:dict)->dict:

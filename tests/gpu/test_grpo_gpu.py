@@ -1,4 +1,6 @@
-"""GRPO through ftnb.train on a Qwen2-shaped ~0.48B model (random weights built here) with ftnb's colocated vLLM engine
+"""GRPO through ftnb.train on bench/grpo.py's '0.5b' model (since 2026-12-02 the exact Qwen2.5-0.5B config, vocabulary
+151,936, random weights; the bounds below were measured on the earlier ~0.48B model with a 512-token vocabulary, and this
+test has not run on the new one yet) with ftnb's colocated vLLM engine
 and sleep mode on (the defaults: sync 'auto' = merge, sleep level 2): 20 steps, then four more runs in the same process,
 as a notebook cell run again. Run on the GPU machine: PYTHONPATH=/tmp/site pytest -m gpu tests/gpu/test_grpo_gpu.py -rP"""
 import gc, json, sys
