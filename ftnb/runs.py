@@ -292,16 +292,13 @@ def guard_loss(trainer, lr:float):
     trainer.training_step = training_step
     return trainer
 
-# %% ../nbs/06b_runs.ipynb #fdab2fec
+# %% ../nbs/06b_runs.ipynb #6d785421
 class Health(TrainerCallback):
-    "Warn once when the loss stays the same with a zero gradient norm for `steps` steps; skip evaluations that a stop or a resume would add."
+    "Warn once when the loss stays the same with a zero gradient norm for `steps` steps; no evaluation at a stop."
     def __init__(self, bus:Bus, events:EventCallback, steps:int=10):
-        self.bus, self.events, self.steps, self.flat, self.last, self.warned, self.start = bus, events, steps, None, None, False, 0
-    def on_train_begin(self, args, state, control, **kw): self.start = state.global_step
-    def on_step_end(self, args, state, control, **kw):
-        if state.global_step <= self.start: control.should_evaluate = False  # resumed at an eval step: it was evaluated before
+        self.bus, self.events, self.steps, self.flat, self.last, self.warned = bus, events, steps, None, None, False
     def on_epoch_end(self, args, state, control, **kw):
-        if self.events.stopped: control.should_evaluate = False  # a stop is not an epoch's end
+        if self.events.stopped: control.should_evaluate = False  # a stop is not an epoch's end: no extra evaluation
     def on_log(self, args, state, control, logs=None, **kw):
         loss, g = (logs or {}).get('loss'), (logs or {}).get('grad_norm')
         if loss is None or g is None: return
@@ -416,13 +413,16 @@ def _exit(self:Run, typ, exc, tb):
     return False
 Run.__enter__, Run.__exit__ = _enter, _exit
 
-# %% ../nbs/06b_runs.ipynb #f40863d7
+# %% ../nbs/06b_runs.ipynb #9aba3b09
 def _fit(self:Run, trainer) -> RunResult:
     "Train `trainer` in this run: shapes checked, folder claimed, signals, atomic saves, loss guard; then `final/` and result.json."
     if self.resume is not None:
         check_shapes(trainer.model, self.resume); self._claim()
     self.fitted = trainer
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_loss(trainer, self.cfg.train.lr)
+    if self.resume is not None:  # finish a rotation that a kill cut short
+        best = self.dir/'best'
+        rotate(self.dir, self.cfg.train.save_total_limit, self.run_id, keep=[best.resolve() if best.exists() else None])
     with signals_stop(self.stop): trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
     st = 'stopped' if self.events.stopped else 'finished'
     metrics = self._finish(trainer, st)
