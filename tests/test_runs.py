@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from ftnb import runs
 from ftnb.config import ConfigError, RunConfig
 from ftnb.events import read_events, read_jsonl
+from ftnb.viz import load_run
 
 # Each trial runs in a forked child of this process: torch, transformers and trl are already imported there (a fresh
 # `python -m` pays ~15 s of imports per start on the 2-core machine, 20 trials x 2 starts would not fit in minutes).
@@ -84,6 +85,7 @@ def _trial(tmp_path, straight, i:int, how:str, rng:random.Random) -> str:
     assert all(runs.complete(p) for p in runs.ckpt_dirs(d)), [sorted(x.name for x in p.iterdir()) for p in runs.ckpt_dirs(d)]
     if runs.read_result(d)['status'] == 'finished': return 'after the end'
     assert runs.status(d) == 'killed'                               # result.json says running; the process is gone
+    assert load_run(d).status == 'killed'                           # and so say the plots and the report
     last = runs.latest_checkpoint(d)
     cfg.train.resume_from = 'latest'
     if last is None:
