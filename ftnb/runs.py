@@ -128,7 +128,7 @@ def check_output_dir(cfg:RunConfig):
     if not os.access(up, os.W_OK):
         raise ConfigError('train.output_dir', t.output_dir, 'choose a folder you can write to', f'{up} cannot be written (read-only)')
 
-# %% ../nbs/06b_runs.ipynb #4d2a1a5b
+# %% ../nbs/06b_runs.ipynb #0c872fbc
 MUST_MATCH = ('model.name_or_path', 'model.revision', 'method.name', 'adapter.method', 'adapter.r', 'adapter.alpha',
               'adapter.target_modules', 'adapter.use_rslora', 'adapter.modules_to_save', 'adapter.alora_invocation')
 
@@ -146,12 +146,12 @@ def _get(d:dict, path:str):
     return d
 
 def config_diff(cfg:RunConfig, saved:dict) -> list[str]:
-    "The fields in `MUST_MATCH` where `cfg` differs from a saved config, as 'field: saved -> now'."
+    "The fields in `MUST_MATCH` where `cfg` differs from a saved config, in words."
     now = to_dict(cfg)
     return [f'{f}: checkpoint {_get(saved, f)!r}, config {_get(now, f)!r}' for f in MUST_MATCH
             if _get(saved, f.split('.')[0]) is not None and _get(saved, f) != _get(now, f)]
 
-# %% ../nbs/06b_runs.ipynb #6eb99779
+# %% ../nbs/06b_runs.ipynb #7bee8468
 def resume_checkpoint(cfg:RunConfig) -> Path|None:
     "The complete checkpoint `train.resume_from` names (None for a new run), checked against `cfg` before any work."
     r, d = cfg.train.resume_from, cfg.run_dir
@@ -160,8 +160,8 @@ def resume_checkpoint(cfg:RunConfig) -> Path|None:
         ck = latest_checkpoint(d)
         if ck is None:
             cut = [p.name for p in ckpt_dirs(d)]
-            raise ConfigError('train.resume_from', r, "train without resume_from first, or set it to None",
-                              f'no complete checkpoint in {d}' + (f' ({", ".join(cut)}: cut off while saving)' if cut else ''))
+            raise ConfigError('train.resume_from', r, 'train once first, or set it to None',
+                              f'no complete checkpoint in {d} ({", ".join(cut)}: cut off while saving)' if cut else f'no checkpoint in {d}')
     else:
         ck = Path(r)
         if not complete(ck): raise ConfigError('train.resume_from', r, "give a checkpoint-N folder of a run, or 'latest'", 'not a complete checkpoint folder')
