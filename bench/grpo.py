@@ -118,7 +118,7 @@ def run_way(size:str, way:str, steps:int) -> dict:
                        'max_completion_length': 256, 'beta': 0.0, 'engine': 'vllm', 'gpu_memory_utilization': 0.3, 'max_model_len': 512,
                        **({'sync': way.split('_')[1]} if way in ('ftnb_adapter', 'ftnb_merge') else {})},
             'accel': {'gradient_checkpointing': {'ftnb_gc': True, 'ftnb_nogc': False}.get(way, 'auto')},
-            'train': {'output_dir': '/tmp/ftnb-bench/runs', 'run_name': f'ftnb-{size}', 'max_steps': steps, 'batch_size': 32,
+            'train': {'output_dir': '/tmp/ftnb-bench/runs', 'run_name': f'ftnb-{size}-{os.getpid()}', 'max_steps': steps, 'batch_size': 32,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
         res = train(cfg, callbacks=[probe.callback])
         m = cfg.method

@@ -37,7 +37,8 @@ def grpo_demo_config(model:str|Path, # the SFT stage's final/ folder (or any fol
     return RunConfig.model_validate({
         'model': {'name_or_path': str(model), 'dtype': 'float32'},
         'data': {'path': 'toy:addition'}, 'adapter': hp['adapter'], 'method': hp['method'],
-        'train': {**hp['train'], 'output_dir': str(out), 'run_name': run_name, **train_overrides}})
+        'train': {**hp['train'], 'output_dir': str(out), 'run_name': run_name,
+                  'overwrite': True, **train_overrides}})  # a demo again: the last one is moved to <name>.old-<time>
 
 # %% ../nbs/15_grpo_demo.ipynb #8120a81e
 def reward_by_step(run_dir)->'pd.DataFrame':
