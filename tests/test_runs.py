@@ -299,3 +299,17 @@ def test_grpo_rewards_all_none_stop_the_run(tmp_path):
         runs.train(cfg)
     r = runs.read_result(cfg.run_dir)
     assert r['status'] == 'failed' and 'exact_answer' in r['error'] and not runs.ckpt_dirs(cfg.run_dir)
+
+def test_flat_loss_with_zero_gradient_warns(tmp_path):
+    "GRPO where every completion gets the same reward: zero advantages, loss 0, gradient norm 0 -> one warning."
+    from ftnb.rewards import REWARDS, register
+    if 'same_for_all' not in REWARDS:
+        @register('same_for_all')
+        def same_for_all(completions, **kw): return [1.0] * len(completions)
+    cfg = RunConfig.model_validate({'data': {'path': 'toy:addition', 'max_samples': 32},
+        'method': {'name': 'grpo', 'num_generations': 4, 'max_completion_length': 2, 'max_model_len': 32, 'rewards': [{'name': 'same_for_all'}]},
+        'train': {'output_dir': str(tmp_path), 'run_name': 'flat', 'max_steps': 11, 'batch_size': 4, 'logging_steps': 1, 'save_steps': 100}})
+    with pytest.warns(UserWarning, match='zero gradient norm since step 2'): res = runs.train(cfg)
+    assert res.status == 'finished'
+    warns = [e for e in read_events(res.run_dir) if e.kind == 'Log' and e.level == 'warning' and 'zero gradient norm' in e.message]
+    assert len(warns) == 1 and warns[0].step == 11  # steps 2..11 equal to the one before
