@@ -330,13 +330,13 @@ def move_aside(run_dir) -> Path:
     while new.exists(): i += 1; new = d.with_name(f'{d.name}.old-{time.strftime("%Y%m%d-%H%M%S")}-{i}')
     return d.rename(new)
 
-# %% ../nbs/06b_runs.ipynb #23594603
+# %% ../nbs/06b_runs.ipynb #9b9915a4
 class Run:
     "One training in its run folder: checks, claim, events, signals, atomic checkpoints, guards, result.json."
     def __init__(self, cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None):
         cfg.check(); check_output_dir(cfg)
         self.cfg, self.dir, self.stop = cfg, cfg.run_dir, stop or threading.Event()
-        self.resume = resume_checkpoint(cfg)
+        self.resume, self.move_old = resume_checkpoint(cfg), False
         self._check_owner()
         self.log_, self.pending, self.claimed, self.result = None, [], False, None
         self.bus = Bus(self._write, queue)
@@ -349,7 +349,7 @@ class Run:
         else: self.pending.append(ev)
     def log(self, message:str, **kw): self.bus.emit(Log(message=message, **kw))
 
-# %% ../nbs/06b_runs.ipynb #e4865a65
+# %% ../nbs/06b_runs.ipynb #f7881901
 def _check_owner(self:Run):
     "Refuse a folder that holds another run (or a live one); writes nothing."
     d, t = self.dir, self.cfg.train
@@ -357,20 +357,23 @@ def _check_owner(self:Run):
         raise ConfigError('train.run_name', t.run_name, 'wait for it to end or stop it, or choose another train.run_name',
                           f'a run is in progress in {d} (pid {read_result(d).get("pid")})')
     ours = self.resume is not None and self.resume.parent.resolve() == d.resolve()
-    if ours or not holds_run(d) or t.overwrite: return
+    self.move_old = not ours and holds_run(d)  # with train.overwrite, `_claim` moves it aside
+    if not self.move_old or t.overwrite: return
     raise ConfigError('train.run_name', t.run_name, f"resume it with train.resume_from='latest', choose a new train.run_name, or set "
                       f"train.overwrite=true (--set train.overwrite=true) to move the old run to {d.name}.old-<time>",
                       f'{d} holds another run ({describe(d)})')
 Run._check_owner = _check_owner
 
-# %% ../nbs/06b_runs.ipynb #d0614e9a
+# %% ../nbs/06b_runs.ipynb #728dde55
 def _claim(self:Run):
     "Make the folder this run's: move an old run aside (overwrite), write config.yaml and a `running` result.json."
     d, prior = self.dir, read_result(self.dir)
     try:
-        if self.resume is None and holds_run(d) and self.cfg.train.overwrite: self.pending.append(Log(message=f'moved the old run to {move_aside(d)}'))
+        if self.move_old: self.pending.append(Log(message=f'moved the old run to {move_aside(d)}'))
         d.mkdir(parents=True, exist_ok=True)
         if (d/'.saving').exists(): shutil.rmtree(d/'.saving'); self.pending.append(Log(level='warning', message='removed a half-written checkpoint (.saving) of an earlier process'))
+        for p in ckpt_dirs(d):
+            if not complete(p): self.pending.append(Log(level='warning', message=f'{p.name} is incomplete (cut off while saving): a resume passes over it'))
         if self.resume is not None: _truncate(d, _step(self.resume))
         save_config(self.cfg, d/'config.yaml')
         self.run_id = (prior.get('run_id') if self.resume is not None else None) or uuid.uuid4().hex[:12]

@@ -313,3 +313,16 @@ def test_flat_loss_with_zero_gradient_warns(tmp_path):
     assert res.status == 'finished'
     warns = [e for e in read_events(res.run_dir) if e.kind == 'Log' and e.level == 'warning' and 'zero gradient norm' in e.message]
     assert len(warns) == 1 and warns[0].step == 11  # steps 2..11 equal to the one before
+
+def test_resume_from_another_runs_checkpoint_into_a_used_folder(tmp_path):
+    "Starting from run a's checkpoint in folder b, which holds its own run: refused; with overwrite, b's run is moved aside."
+    a = runs.train(cfg_for(tmp_path, 'a', max_steps=2, save_steps=2))
+    b = cfg_for(tmp_path, 'b', max_steps=2, save_steps=2); runs.train(b)
+    before = tree_hash(b.run_dir)
+    b.train.resume_from, b.train.max_steps = str(a.run_dir/'checkpoint-2'), 3
+    with pytest.raises(ConfigError, match='holds another run'): runs.train(b)
+    assert tree_hash(b.run_dir) == before
+    b.train.overwrite = True
+    assert runs.train(b).step == 3
+    old = [p for p in tmp_path.iterdir() if p.name.startswith('b.old-')]
+    assert len(old) == 1 and tree_hash(old[0]) == before
