@@ -22,7 +22,7 @@ from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_js
 __all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'trainer_kwargs', 'write_json', 'read_result', 'status',
            'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run', 'check_output_dir', 'saved_config',
            'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop', 'rotate', 'atomic_saves',
-           'NonFiniteLoss', 'guard_loss', 'Health', 'RunResult', 'move_aside', 'Run', 'train']
+           'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside', 'Run', 'train']
 
 # %% ../nbs/06b_runs.ipynb #92b6b220
 def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
@@ -274,22 +274,27 @@ def _fix_state(ckpt:Path, best:str|None):
     "The trainer state in a checkpoint names the best checkpoint at its final path, not in `.saving`."
     p = ckpt/'trainer_state.json'; d = json.loads(p.read_text()); d['best_model_checkpoint'] = best; p.write_text(json.dumps(d, indent=2))
 
-# %% ../nbs/06b_runs.ipynb #4f5dd0b9
+# %% ../nbs/06b_runs.ipynb #9613f74a
 class NonFiniteLoss(ConfigError):
-    "The training loss became NaN or infinite: the run stopped before the optimizer step."
+    "The training loss or gradient norm became NaN or infinite: the run stopped before the optimizer step."
 
-def guard_loss(trainer, lr:float):
-    "Make `trainer.training_step` raise NonFiniteLoss when a micro-batch's loss is not finite."
-    orig = trainer.training_step
+def guard_finite(trainer, lr:float):
+    "Make `trainer` raise NonFiniteLoss before the optimizer step when a micro-batch's loss or the step's gradient norm is not finite."
+    def stop(what, v):
+        last = latest_checkpoint(trainer.args.output_dir)
+        raise NonFiniteLoss('train.lr', lr, "lower train.lr (or check the batch: a sample with no trained tokens), then resume with "
+                            "train.resume_from='latest'", f'the training {what} became {v} at step {trainer.state.global_step + 1}; the run '
+                            f'stopped before the optimizer step, and the last good checkpoint is {last.name if last else "none"}')
+    step, norm = trainer.training_step, trainer._get_grad_norm
     def training_step(*a, **k):
-        loss = orig(*a, **k)
-        if not torch.isfinite(loss.detach()).all():
-            last = latest_checkpoint(trainer.args.output_dir)
-            raise NonFiniteLoss('train.lr', lr, 'lower train.lr (or check the batch: a sample with no trained tokens), then resume '
-                                "with train.resume_from='latest'", f'the training loss became {loss.item()} at step {trainer.state.global_step + 1}; '
-                                f'the run stopped before the optimizer step, and the last good checkpoint is {last.name if last else "none"}')
+        loss = step(*a, **k)
+        if not torch.isfinite(loss.detach()).all(): stop('loss', loss.item())
         return loss
-    trainer.training_step = training_step
+    def grad_norm(*a, **k):  # NaN weights can give a finite loss and NaN gradients (a LoRA A with its B still zero)
+        g = norm(*a, **k)
+        if not math.isfinite(float(g)): stop('gradient norm', float(g))
+        return g
+    trainer.training_step, trainer._get_grad_norm = training_step, grad_norm
     return trainer
 
 # %% ../nbs/06b_runs.ipynb #6d785421
@@ -416,13 +421,13 @@ def _exit(self:Run, typ, exc, tb):
     return False
 Run.__enter__, Run.__exit__ = _enter, _exit
 
-# %% ../nbs/06b_runs.ipynb #9aba3b09
+# %% ../nbs/06b_runs.ipynb #6adf095f
 def _fit(self:Run, trainer) -> RunResult:
     "Train `trainer` in this run: shapes checked, folder claimed, signals, atomic saves, loss guard; then `final/` and result.json."
     if self.resume is not None:
         check_shapes(trainer.model, self.resume); self._claim()
     self.fitted = trainer
-    atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_loss(trainer, self.cfg.train.lr)
+    atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
     if self.resume is not None:  # finish a rotation that a kill cut short
         best = self.dir/'best'
         rotate(self.dir, self.cfg.train.save_total_limit, self.run_id, keep=[best.resolve() if best.exists() else None])

@@ -110,7 +110,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, straight):
     t0 = time.time()
     for i, how in enumerate(kinds): seen.append((how, _trial(tmp_path, straight, i, how, rng)))
     print(f'{len(kinds)} trials in {time.time() - t0:.0f} s:', seen)
-    assert sum(s.startswith('resumed') for _, s in seen) >= 14, seen
+    assert sum(s.startswith('resumed') for _, s in seen) >= 12 and any(h == 'random' and s.startswith('resumed') for h, s in seen), seen
 
 # ---------------------------------------------------------------------------------------------------------- SIGTERM
 class Slow(TrainerCallback):
@@ -288,6 +288,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(v).all() for v in w.values())
     r = runs.read_result(cfg.run_dir)
     assert r['status'] == 'failed' and 'NonFiniteLoss' in r['error']
+
+def test_nan_lora_weights_stop_the_next_step(tmp_path):
+    "LoRA: a NaN in an A matrix stops the next step (by its loss, or its gradient norm where the loss stays finite)."
+    class PoisonA(Poison):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 1:
+                with torch.no_grad(): next(p for n, p in self.model.named_parameters() if 'lora_A' in n).fill_(float('nan'))
+    cfg = cfg_for(tmp_path, 'nan-lora', save_total_limit=None)
+    cfg.adapter.method, cfg.adapter.r = 'lora', 8
+    with pytest.raises(runs.NonFiniteLoss, match='(loss|gradient norm) became nan at step 2.*last good checkpoint is checkpoint-1'):
+        runs.train(cfg, callbacks=[PoisonA()])
+    assert [p.name for p in runs.ckpt_dirs(cfg.run_dir)] == ['checkpoint-1']
+    assert all(torch.isfinite(v).all() for v in load_file(cfg.run_dir/'checkpoint-1'/'adapter_model.safetensors').values())
 
 def test_grpo_rewards_all_none_stop_the_run(tmp_path):
     p = tmp_path/'prompts.jsonl'                                      # conversations with no assistant turn: no reference answers
