@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 
+from .runs import read_result, status as run_status
 from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart, Timeline, from_dict, read_jsonl, read_rollouts
 
 # %% auto #0
@@ -110,10 +111,8 @@ def load_run(run_dir) -> RunData:
     tl = run_dir/'timeline.jsonl'
     d.timeline = read_jsonl(tl) if tl.exists() else []
     d.rollouts = {int(p.stem.split('-')[1]): None for p in (run_dir/'rollouts').glob('step-*.parquet')}
-    res = run_dir/'result.json'
-    if res.exists():
-        try: r = json.loads(res.read_text()); d.status, d.error = r.get('status', d.status), r.get('error', d.error)
-        except json.JSONDecodeError: pass
+    r = read_result(run_dir)  # a 'running' run whose process is gone reads as 'killed' (ftnb.runs.status)
+    if r: d.status, d.error = run_status(run_dir) or d.status, r.get('error', d.error)
     return d
 
 # %% ../nbs/11_viz.ipynb #caa33de5
