@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import data, testing
 from .config import DataCfg, RunConfig
-from .runs import train
+from .entry import train
 
 # %% auto #0
 __all__ = ['demo_config', 'heldout_loss', 'answers', 'evaluate', 'run_demo']

@@ -22,7 +22,7 @@ from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_js
 __all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'trainer_kwargs', 'write_json', 'read_result', 'status',
            'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run', 'check_output_dir', 'saved_config',
            'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop', 'rotate', 'atomic_saves',
-           'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside', 'Run', 'train']
+           'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside', 'Run']
 
 # %% ../nbs/06b_runs.ipynb #92b6b220
 def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
@@ -451,12 +451,3 @@ def _finish(self:Run, trainer, st:str) -> dict:
     write_json(d/'result.json', self.result)
     return metrics
 Run.fit, Run._finish = _fit, _finish
-
-# %% ../nbs/06b_runs.ipynb #50dd01ef
-def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None, callbacks=()) -> RunResult:
-    "Train as `cfg` says (SFT, continued pretraining or GRPO); events go to the run folder and `queue`."
-    # The one place that picks the trainer by method. The trainers sit above this module, so they are imported here,
-    # when called: ftnb.sft and ftnb.grpo use ftnb.runs, and neither imports the other.
-    if cfg.method.name == 'grpo': from ftnb.grpo import train as fit
-    else: from ftnb.sft import train as fit
-    return fit(cfg, queue, stop, callbacks)

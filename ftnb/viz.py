@@ -23,7 +23,7 @@ __all__ = ['DATA_KEYS', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEW
            'reward_traces', 'step_split', 'step_time_traces', 'memory_traces', 'view_order', 'grid_figure', 'grid_cell',
            'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_nan',
            'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table', 'rollout_html',
-           'status_text', 'write_report', 'open_run']
+           'status_text', 'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -463,9 +463,3 @@ def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', nam
             f"{ro}<h2>Config</h2><pre>{html.escape(_config_text(d))}</pre></body></html>")
     out = run_dir/name; out.write_text(page)
     return out
-
-# %% ../nbs/11_viz.ipynb #7f876c4b
-def open_run(path, mode:str='auto', **kw):
-    "A Dashboard of a finished, running or interrupted run folder (see `ftnb.dashboard.open_run`)."
-    from ftnb.dashboard import open_run as _open
-    return _open(path, mode=mode, **kw)

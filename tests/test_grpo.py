@@ -2,6 +2,7 @@
 import threading, time
 
 import pytest
+import ftnb
 import torch
 from transformers import TrainerCallback
 
@@ -97,7 +98,7 @@ def test_conversations(tmp_path):
     assert {'rewards/exact_answer', 'rewards/length_penalty'} <= set(df.columns)
 
 def test_runs_train_dispatches_grpo(tmp_path):
-    res = runs.train(small(tmp_path, name='via-runs', max_steps=1))
+    res = ftnb.train(small(tmp_path, name='via-runs', max_steps=1))
     assert res.status == 'finished' and (res.run_dir/'rollouts'/'step-000001.parquet').exists()
     with pytest.raises(ConfigError, match='ftnb.train'): sft.train(small(tmp_path, name='not-sft', max_steps=1))
 

@@ -3,6 +3,7 @@ import hashlib, json, multiprocessing as mp, os, random, signal, threading, time
 from pathlib import Path
 
 import pytest
+import ftnb
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
@@ -63,7 +64,7 @@ def _train_and_die(cfg_json:str, how:str, at:int):
             if n['k'] == at: die()
             return orig_rot(*a, **k)
         runs.rotate = rot
-    runs.train(cfg)
+    ftnb.train(cfg)
 
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
@@ -89,9 +90,9 @@ def _trial(tmp_path, straight, i:int, how:str, rng:random.Random) -> str:
     last = runs.latest_checkpoint(d)
     cfg.train.resume_from = 'latest'
     if last is None:
-        with pytest.raises(ConfigError, match='no (complete )?checkpoint in'): runs.train(cfg)
+        with pytest.raises(ConfigError, match='no (complete )?checkpoint in'): ftnb.train(cfg)
         return 'before the first checkpoint'
-    res = runs.train(cfg)
+    res = ftnb.train(cfg)
     starts = [e for e in read_events(d) if e.kind == 'RunStart']
     assert starts[-1].step == runs._step(last)                       # resumed from the newest complete checkpoint
     assert (res.status, res.step, runs.status(d)) == ('finished', STEPS, 'finished')
@@ -118,7 +119,7 @@ class Slow(TrainerCallback):
     def on_step_end(self, args, state, control, **kw): time.sleep(0.2)
     def on_save(self, args, state, control, **kw): time.sleep(0.5)
 
-def _train_slow(cfg_json:str): runs.train(RunConfig.model_validate_json(cfg_json), callbacks=[Slow()])
+def _train_slow(cfg_json:str): ftnb.train(RunConfig.model_validate_json(cfg_json), callbacks=[Slow()])
 
 def _start_and_signal(cfg, *sigs):
     p = FORK.Process(target=_train_slow, args=(cfg.model_dump_json(),)); p.start()
@@ -138,7 +139,7 @@ def test_sigterm_checkpoints_stops_and_resumes(tmp_path):
     assert runs.complete(ck) and runs.latest_checkpoint(cfg.run_dir) == ck
     assert read_events(cfg.run_dir)[-1].kind == 'RunEnd' and read_events(cfg.run_dir)[-1].status == 'stopped'
     cfg.train.resume_from, cfg.train.max_steps = 'latest', r['step'] + 2
-    res = runs.train(cfg)
+    res = ftnb.train(cfg)
     assert (res.status, res.step) == ('finished', r['step'] + 2)
     assert [e.step for e in read_events(cfg.run_dir) if e.kind == 'RunStart'][-1] == r['step']
 
@@ -165,10 +166,10 @@ def test_signal_handlers_only_on_the_main_thread():
 def two_runs_into_one_folder(tmp_path):
     "A second run with another config into a finished run's folder is refused, and the folder is unchanged."
     a = cfg_for(tmp_path, 'shared', max_steps=3, save_steps=2)
-    runs.train(a)
+    ftnb.train(a)
     before = tree_hash(a.run_dir)
     b = cfg_for(tmp_path, 'shared', max_steps=2, lr=1e-3)
-    with pytest.raises(ConfigError) as e: runs.train(b)
+    with pytest.raises(ConfigError) as e: ftnb.train(b)
     msg = str(e.value)
     assert str(a.run_dir) in msg and "resume_from='latest'" in msg and 'train.run_name' in msg and 'train.overwrite=true' in msg
     assert tree_hash(a.run_dir) == before
@@ -186,7 +187,7 @@ def test_two_runs_check_fails_when_the_claim_is_broken(tmp_path, monkeypatch):
 def test_overwrite_moves_the_old_run_aside(tmp_path):
     a, b, before = two_runs_into_one_folder(tmp_path)
     b.train.overwrite = True
-    res = runs.train(b)
+    res = ftnb.train(b)
     old = [p for p in tmp_path.iterdir() if p.name.startswith('shared.old-')]
     assert len(old) == 1 and tree_hash(old[0]) == before               # moved whole, not touched
     assert res.status == 'finished' and sorted(losses(res.run_dir)) == [1, 2]  # the new run's metrics only
@@ -195,44 +196,44 @@ def test_failed_start_folder_is_reused(tmp_path):
     "A run that failed before its first step (a typo in the data path) does not block the fixed config."
     cfg = cfg_for(tmp_path, 'typo', max_steps=1)
     cfg.data.path = str(tmp_path/'missing.jsonl')
-    with pytest.raises(Exception): runs.train(cfg)
+    with pytest.raises(Exception): ftnb.train(cfg)
     assert runs.status(cfg.run_dir) == 'failed'
     cfg.data.path = 'toy:addition'
-    assert runs.train(cfg).status == 'finished'
+    assert ftnb.train(cfg).status == 'finished'
 
 # ------------------------------------------------------------------------------------------------------- resume
 def test_resume_with_another_adapter_is_refused_and_changes_nothing(tmp_path):
     cfg = cfg_for(tmp_path, 'lora', max_steps=2, save_steps=2)
     cfg.adapter.method, cfg.adapter.r = 'lora', 8
-    runs.train(cfg)
+    ftnb.train(cfg)
     before = tree_hash(cfg.run_dir)
     cfg.adapter.r, cfg.train.resume_from = 16, 'latest'
-    with pytest.raises(ConfigError, match='adapter.r: checkpoint 8, config 16'): runs.train(cfg)
+    with pytest.raises(ConfigError, match='adapter.r: checkpoint 8, config 16'): ftnb.train(cfg)
     assert tree_hash(cfg.run_dir) == before and runs.read_result(cfg.run_dir)['status'] == 'finished'
     # without the saved config (an older checkpoint), the shapes are compared before loading
     (cfg.run_dir/'checkpoint-2'/'ftnb_run.json').unlink(); (cfg.run_dir/'config.yaml').unlink()
     before = tree_hash(cfg.run_dir)
-    with pytest.raises(ConfigError, match='saved weights do not fit the model'): runs.train(cfg)
+    with pytest.raises(ConfigError, match='saved weights do not fit the model'): ftnb.train(cfg)
     assert tree_hash(cfg.run_dir) == before
 
 def test_half_written_checkpoint_is_passed_over(tmp_path):
     cfg = cfg_for(tmp_path, 'half', max_steps=2, save_steps=2)
-    runs.train(cfg)
+    ftnb.train(cfg)
     (cfg.run_dir/'checkpoint-9').mkdir()                              # a save cut off by an older version
     (cfg.run_dir/'checkpoint-9'/'model.safetensors').write_bytes(b'')
     assert runs.latest_checkpoint(cfg.run_dir).name == 'checkpoint-2'
     cfg.train.resume_from, cfg.train.max_steps = 'latest', 3
-    assert runs.train(cfg).step == 3
+    assert ftnb.train(cfg).step == 3
 
 def test_output_dir_that_is_a_file(tmp_path):
     (tmp_path/'f').write_text('x')
-    with pytest.raises(ConfigError, match=r"train.output_dir=.*is a file"): runs.train(cfg_for(tmp_path/'f', 'x'))
+    with pytest.raises(ConfigError, match=r"train.output_dir=.*is a file"): ftnb.train(cfg_for(tmp_path/'f', 'x'))
 
 @pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only folders')
 def test_output_dir_read_only(tmp_path):
     (tmp_path/'ro').mkdir(); (tmp_path/'ro').chmod(0o500)
     try:
-        with pytest.raises(ConfigError, match=r"train.output_dir=.*cannot be written"): runs.train(cfg_for(tmp_path/'ro', 'x'))
+        with pytest.raises(ConfigError, match=r"train.output_dir=.*cannot be written"): ftnb.train(cfg_for(tmp_path/'ro', 'x'))
     finally: (tmp_path/'ro').chmod(0o700)
 
 # ---------------------------------------------------------------------------------------------- eval, rotation
@@ -250,10 +251,10 @@ def test_stop_and_resume_add_no_evaluation(tmp_path, strategy):
     cfg = cfg_for(tmp_path, strategy, **t)
     cfg.data.eval_path, cfg.data.max_samples = 'toy:addition_test', 64       # 4 steps per epoch
     flag = threading.Event()
-    first = runs.train(cfg, stop=flag, callbacks=[StopAt(3 if strategy == 'epoch' else 4, flag)])
+    first = ftnb.train(cfg, stop=flag, callbacks=[StopAt(3 if strategy == 'epoch' else 4, flag)])
     assert first.status == 'stopped'
     cfg.train.resume_from = 'latest'
-    runs.train(cfg)
+    ftnb.train(cfg)
     assert _evals(cfg.run_dir) == ([2, 4, 6] if strategy == 'steps' else [4, 8])
 
 class ScriptedEval(TrainerCallback):
@@ -264,7 +265,7 @@ class ScriptedEval(TrainerCallback):
 def test_rotation_keeps_newest_and_best(tmp_path):
     cfg = cfg_for(tmp_path, 'rot', eval_steps=1, save_steps=1, save_total_limit=2)
     cfg.data.eval_path = 'toy:addition_test'
-    res = runs.train(cfg, callbacks=[ScriptedEval()])
+    res = ftnb.train(cfg, callbacks=[ScriptedEval()])
     assert [p.name for p in runs.ckpt_dirs(res.run_dir)] == ['checkpoint-2', 'checkpoint-6']  # the best, and the newest
     assert os.readlink(res.run_dir/'best') == 'checkpoint-2' and runs.read_result(res.run_dir)['best'] == 'checkpoint-2'
     state = json.loads((res.run_dir/'checkpoint-6'/'trainer_state.json').read_text())
@@ -282,7 +283,7 @@ class Poison(TrainerCallback):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = cfg_for(tmp_path, 'nan', save_total_limit=None)
     with pytest.raises(runs.NonFiniteLoss, match='loss became nan at step 4.*last good checkpoint is checkpoint-3'):
-        runs.train(cfg, callbacks=[Poison()])
+        ftnb.train(cfg, callbacks=[Poison()])
     assert [p.name for p in runs.ckpt_dirs(cfg.run_dir)] == ['checkpoint-1', 'checkpoint-2', 'checkpoint-3']
     w = load_file(cfg.run_dir/'checkpoint-3'/'model.safetensors')
     assert all(torch.isfinite(v).all() for v in w.values())
@@ -298,7 +299,7 @@ def test_nan_lora_weights_stop_the_next_step(tmp_path):
     cfg = cfg_for(tmp_path, 'nan-lora', save_total_limit=None)
     cfg.adapter.method, cfg.adapter.r = 'lora', 8
     with pytest.raises(runs.NonFiniteLoss, match='(loss|gradient norm) became nan at step 2.*last good checkpoint is checkpoint-1'):
-        runs.train(cfg, callbacks=[PoisonA()])
+        ftnb.train(cfg, callbacks=[PoisonA()])
     assert [p.name for p in runs.ckpt_dirs(cfg.run_dir)] == ['checkpoint-1']
     assert all(torch.isfinite(v).all() for v in load_file(cfg.run_dir/'checkpoint-1'/'adapter_model.safetensors').values())
 
@@ -309,7 +310,7 @@ def test_grpo_rewards_all_none_stop_the_run(tmp_path):
         'method': {'name': 'grpo', 'num_generations': 4, 'max_completion_length': 4, 'max_model_len': 64, 'rewards': [{'name': 'exact_answer'}]},
         'train': {'output_dir': str(tmp_path), 'run_name': 'none', 'max_steps': 3, 'batch_size': 8, 'logging_steps': 1}})
     with pytest.raises(ConfigError, match=r'every reward function \(exact_answer\) returned None or NaN.*a completion'):
-        runs.train(cfg)
+        ftnb.train(cfg)
     r = runs.read_result(cfg.run_dir)
     assert r['status'] == 'failed' and 'exact_answer' in r['error'] and not runs.ckpt_dirs(cfg.run_dir)
 
@@ -322,20 +323,20 @@ def test_flat_loss_with_zero_gradient_warns(tmp_path):
     cfg = RunConfig.model_validate({'data': {'path': 'toy:addition', 'max_samples': 32},
         'method': {'name': 'grpo', 'num_generations': 4, 'max_completion_length': 2, 'max_model_len': 32, 'rewards': [{'name': 'same_for_all'}]},
         'train': {'output_dir': str(tmp_path), 'run_name': 'flat', 'max_steps': 11, 'batch_size': 4, 'logging_steps': 1, 'save_steps': 100}})
-    with pytest.warns(UserWarning, match='zero gradient norm since step 2'): res = runs.train(cfg)
+    with pytest.warns(UserWarning, match='zero gradient norm since step 2'): res = ftnb.train(cfg)
     assert res.status == 'finished'
     warns = [e for e in read_events(res.run_dir) if e.kind == 'Log' and e.level == 'warning' and 'zero gradient norm' in e.message]
     assert len(warns) == 1 and warns[0].step == 11  # steps 2..11 equal to the one before
 
 def test_resume_from_another_runs_checkpoint_into_a_used_folder(tmp_path):
     "Starting from run a's checkpoint in folder b, which holds its own run: refused; with overwrite, b's run is moved aside."
-    a = runs.train(cfg_for(tmp_path, 'a', max_steps=2, save_steps=2))
-    b = cfg_for(tmp_path, 'b', max_steps=2, save_steps=2); runs.train(b)
+    a = ftnb.train(cfg_for(tmp_path, 'a', max_steps=2, save_steps=2))
+    b = cfg_for(tmp_path, 'b', max_steps=2, save_steps=2); ftnb.train(b)
     before = tree_hash(b.run_dir)
     b.train.resume_from, b.train.max_steps = str(a.run_dir/'checkpoint-2'), 3
-    with pytest.raises(ConfigError, match='holds another run'): runs.train(b)
+    with pytest.raises(ConfigError, match='holds another run'): ftnb.train(b)
     assert tree_hash(b.run_dir) == before
     b.train.overwrite = True
-    assert runs.train(b).step == 3
+    assert ftnb.train(b).step == 3
     old = [p for p in tmp_path.iterdir() if p.name.startswith('b.old-')]
     assert len(old) == 1 and tree_hash(old[0]) == before
