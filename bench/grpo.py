@@ -137,14 +137,14 @@ def run_way(size:str, way:str, steps:int, cpu:bool=False) -> dict:
     probe = Probe()
     if way == 'ftnb':
         from ftnb.config import RunConfig
-        from ftnb.grpo import train
+        from ftnb import train
         cfg = RunConfig.model_validate({'model': {'name_or_path': str(path), 'dtype': 'float32' if cpu else 'bfloat16'},
             'data': {'path': str(data), 'eval_fraction': 0, 'max_length': 512},
             'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
             'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 300}], 'num_generations': n_gen,
                        'max_completion_length': comp, 'beta': 0.0, 'engine': 'hf' if cpu else 'vllm',
                        'gpu_memory_utilization': 0.3, 'max_model_len': 512},
-            'train': {'output_dir': str(WORK/'runs'), 'run_name': f'ftnb-{size}', 'max_steps': steps, 'batch_size': batch,
+            'train': {'output_dir': str(WORK/'runs'), 'run_name': f'ftnb-{size}-{os.getpid()}', 'max_steps': steps, 'batch_size': batch,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
         res = train(cfg, callbacks=[probe.callback])
         m, a = cfg.method, res.trainer.args

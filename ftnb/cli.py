@@ -58,7 +58,7 @@ def run(argv:list[str]|None=None) -> int:
         if a.schema: print(json.dumps(C.json_schema(), indent=2))
         else: print(yaml.safe_dump(C.to_dict(_load(a.config, a.set)), sort_keys=False), end='')
     elif a.cmd == 'train':
-        from ftnb.sft import train
+        from ftnb.entry import train
         res = train(_load(a.config, a.set))
         print(f'{res.status} at step {res.step}: {res.run_dir}')
     elif a.cmd == 'demo':

@@ -159,6 +159,7 @@ class TrainCfg(Part):
     save_total_limit: int|None = F(2, "Keep at most this many checkpoints (None = all).", ge=1)
     seed: int = F(42, "Random seed for data order, splits and adapter init.", ge=0, le=2**32 - 1)  # numpy's seed range (transformers' set_seed seeds numpy)
     resume_from: str|None = F(None, "Resume from a checkpoint folder, or 'latest' for the newest one in the run folder.")
+    overwrite: bool = F(False, "Start a new run in a folder that holds another run: the old run is moved to <run_name>.old-<time>, never deleted.")
 
 class AccelCfg(Part):
     "Speed and memory options."

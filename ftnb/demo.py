@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from . import data, testing
 from .config import DataCfg, RunConfig
-from .sft import train
+from .entry import train
 
 # %% auto #0
 __all__ = ['demo_config', 'heldout_loss', 'answers', 'evaluate', 'run_demo']
@@ -27,7 +27,8 @@ def demo_config(out='runs', run_name:str='demo', **train_overrides) -> RunConfig
         'model': {'name_or_path': 'tiny-qwen2', 'dtype': 'float32'},
         'data': {'path': 'toy:addition', 'eval_path': 'toy:addition_test', 'max_length': 32},
         'adapter': hp['adapter'],
-        'train': {**hp['train'], 'output_dir': str(out), 'run_name': run_name, **train_overrides}})
+        'train': {**hp['train'], 'output_dir': str(out), 'run_name': run_name,
+                  'overwrite': True, **train_overrides}})  # a demo again: the last one is moved to <name>.old-<time>
 
 # %% ../nbs/14_demo.ipynb #77a08bba
 @torch.no_grad()

@@ -49,7 +49,7 @@ class Checkpoint(Event):
 
 @dataclass
 class RunEnd(Event):
-    status: str = 'finished'  # finished | stopped | failed
+    status: str = 'finished'  # finished | stopped | failed | killed (ftnb.runs.STATUSES)
     error: str|None = None
 
 @dataclass

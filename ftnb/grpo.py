@@ -14,14 +14,15 @@ from transformers import AutoConfig, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from . import adapters, data, models, rewards as R
-from .config import ConfigError, DataCfg, DataError, MethodCfg, RunConfig, save as save_config
+from .config import ConfigError, DataCfg, DataError, MethodCfg, RunConfig
 from .engine import Engine, frozen_heap, get_engine, gpu_mem_gib, serve_trl
-from .events import Bus, EventCallback, EventQueue, Log, Rollouts, RunEnd, RunLog, Timeline
-from .sft import RunResult, _finish, _resume_arg, recorded_failure, sigint_stops, trainer_kwargs
+from .events import Bus, EventQueue, Log, Rollouts, Timeline
+from .runs import Run, RunResult, trainer_kwargs
 
 # %% auto #0
-__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'check_rewards', 'RolloutConfig', 'grpo_args', 'RolloutTrainer',
-           'vllm_is_ratio', 'rollout_rows', 'StepRecorder', 'engine_for', 'prepare', 'train']
+__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'check_rewards', 'check_step_rewards', 'RewardGuard', 'RolloutConfig',
+           'grpo_args', 'RolloutTrainer', 'vllm_is_ratio', 'rollout_rows', 'StepRecorder', 'engine_for', 'prepare',
+           'train']
 
 # %% ../nbs/10_grpo.ipynb #939b3f82
 def _prompt_answer(row:dict, i:int, cfg:DataCfg, fmt:str, src:str) -> dict:
@@ -87,6 +88,27 @@ def check_rewards(funcs:list, # from `rewards.combine`
     for f in funcs:
         out = f(completions=comps, **kw)
         if inspect.iscoroutine(out): out.close()  # an async function runs only inside TRL's event loop: checked at its first call
+
+# %% ../nbs/10_grpo.ipynb #b346be41
+def _no_score(v) -> bool: return v is None or (isinstance(v, float) and math.isnan(v))
+
+def check_step_rewards(logs:dict, # TRL's `GRPOTrainer._logs`
+                       names:list[str], n:int, step:int):
+    "Raise a ConfigError naming the reward functions when all of them gave None or NaN for the last `n` completions."
+    vals = [v for k in names for v in list(logs['rewards'][k])[-n:]]
+    if not vals or not all(map(_no_score, vals)): return
+    sample = R.text_of(list(logs['completion'])[-1]) if logs.get('completion') else ''
+    raise ConfigError('method.rewards', names, 'make at least one reward function return a number for these completions '
+                      '(a reference answer in each row, or a format reward)',
+                      f'at step {step} every reward function ({", ".join(names)}) returned None or NaN for all {n} completions; '
+                      f'a completion: {sample[:200]!r}')
+
+class RewardGuard(TrainerCallback):
+    "Each step: `check_step_rewards` on the step's rollouts (the trainer is set after it is built)."
+    trainer: RolloutTrainer|None = None
+    def on_step_end(self, args, state, control, **kw):
+        ro = getattr(self.trainer, 'rollout', None)
+        if ro: check_step_rewards(self.trainer._logs, self.trainer.reward_func_names, ro['n'], state.global_step)
 
 # %% ../nbs/10_grpo.ipynb #916d26e9
 from dataclasses import dataclass, field
@@ -284,23 +306,17 @@ def prepare(cfg:RunConfig):
 
 # %% ../nbs/10_grpo.ipynb #c12c5932
 def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None, callbacks=()) -> RunResult:
-    "GRPO with TRL's GRPOTrainer fed by ftnb's engine; events, rollouts and timeline go to the run folder and `queue`."
-    tok, rows, funcs = prepare(cfg); resume = _resume_arg(cfg)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True); save_config(cfg, cfg.run_dir/'config.yaml')
-    bus, stop = Bus(RunLog(cfg.run_dir), queue), stop or threading.Event()
-    cb = EventCallback(bus, stop, config=cfg.model_dump(mode='json'))
-    with recorded_failure(bus, cfg.run_dir):
+    "GRPO with TRL's GRPOTrainer fed by ftnb's engine, in a `Run`; events, rollouts and timeline go to the run folder and `queue`."
+    tok, rows, funcs = prepare(cfg)
+    with Run(cfg, queue, stop) as run:
         model = adapters.apply(models.load_model(cfg), cfg, tok)
         engine = engine_for(cfg, model, tok)
-        bus.emit(Log(message=f'{len(rows)} prompts, engine {engine.kind}, {adapters.trainable_summary(model)}'))
-        rec = StepRecorder(bus, engine)
+        run.log(f'{len(rows)} prompts, engine {engine.kind}, {adapters.trainable_summary(model)}')
+        rec, guard = StepRecorder(run.bus, engine), RewardGuard()
         with serve_trl(engine, cfg.method.sync):
             trainer = RolloutTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg), train_dataset=rows,
-                                     processing_class=tok, callbacks=[*callbacks, rec, cb])  # cb last, as in sft
-        rec.trainer = trainer
-        with sigint_stops(stop), frozen_heap(): trainer.train(resume_from_checkpoint=resume)  # cheap gc in vLLM's sleep
-        status = 'stopped' if cb.stopped else 'finished'
-        bus.emit(Log(step=trainer.state.global_step, message=f'rollout log and timeline: {rec.ms_per_step:.1f} ms per step'))
-        metrics = _finish(trainer, cfg, status)
-    bus.emit(RunEnd(step=trainer.state.global_step, status=status))
-    return RunResult(cfg.run_dir, status, trainer.state.global_step, metrics, trainer.model, tok, trainer)
+                                     processing_class=tok, callbacks=[*callbacks, guard, rec, *run.callbacks])  # guard before rec, which clears the rollout
+        rec.trainer = guard.trainer = trainer
+        with frozen_heap(): res = run.fit(trainer)  # cheap gc in vLLM's sleep
+        run.log(f'rollout log and timeline: {rec.ms_per_step:.1f} ms per step', step=res.step)
+        return res

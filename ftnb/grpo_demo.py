@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import sft
+from . import entry, sft
 from .config import RunConfig
 from .demo import demo_config, evaluate
 from .events import read_rollouts
@@ -37,7 +37,8 @@ def grpo_demo_config(model:str|Path, # the SFT stage's final/ folder (or any fol
     return RunConfig.model_validate({
         'model': {'name_or_path': str(model), 'dtype': 'float32'},
         'data': {'path': 'toy:addition'}, 'adapter': hp['adapter'], 'method': hp['method'],
-        'train': {**hp['train'], 'output_dir': str(out), 'run_name': run_name, **train_overrides}})
+        'train': {**hp['train'], 'output_dir': str(out), 'run_name': run_name,
+                  'overwrite': True, **train_overrides}})  # a demo again: the last one is moved to <name>.old-<time>
 
 # %% ../nbs/15_grpo_demo.ipynb #8120a81e
 def reward_by_step(run_dir)->'pd.DataFrame':
@@ -79,7 +80,7 @@ def _demo(out, run_name, sft_steps, sft_from, **train_overrides) -> dict:
     cfg = grpo_demo_config(model_dir, out, run_name, **train_overrides)
     print(f'GRPO for {cfg.train.max_steps} steps: {cfg.train.batch_size // cfg.method.num_generations} prompts x '
           f'{cfg.method.num_generations} completions, lr {cfg.train.lr} ...')
-    t1 = time.time(); res = sft.train(cfg); secs = time.time() - t1
+    t1 = time.time(); res = entry.train(cfg); secs = time.time() - t1
     by = reward_by_step(res.run_dir)
     (r0, r1), (e0, e1) = first_last(by.reward), first_last(by.exact)
     return {'run_dir': str(res.run_dir), 'model_dir': str(model_dir), 'reward_first': r0, 'reward_last': r1, 'exact_first': e0,

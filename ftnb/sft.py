@@ -6,89 +6,21 @@ Docs: https://ftnb.github.io/ftnb/sft.html.md"""
 
 # %% ../nbs/07_sft.ipynb #a23145a0
 from __future__ import annotations
-import json, signal, threading, time, warnings
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
+import threading, warnings
 
 from . import adapters, data, models
-from .config import ConfigError, RunConfig, save as save_config
-from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog
+from .config import ConfigError, RunConfig
+from .events import EventQueue
+from .runs import Run, RunResult, trainer_kwargs
 
 # %% auto #0
-__all__ = ['trainer_kwargs', 'training_args', 'sigint_stops', 'recorded_failure', 'RunResult', 'build', 'train']
+__all__ = ['training_args', 'build', 'train']
 
 # %% ../nbs/07_sft.ipynb #da6e2871
-def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
-    "The `TrainingArguments` fields that every ftnb trainer (SFT, GRPO) takes from `cfg` and the machine."
-    t, cuda = cfg.train, torch.cuda.is_available()
-    dtype = models.resolve_dtype(cfg.model.dtype)
-    return dict(
-        output_dir=str(cfg.run_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        eval_strategy=('steps' if t.eval_steps else 'epoch') if has_eval else 'no', eval_steps=t.eval_steps,
-        save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        seed=t.seed, data_seed=t.seed, report_to='none', use_cpu=not cuda, dataloader_num_workers=0,
-        bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=cfg.accel.liger)
-
 def training_args(cfg:RunConfig, has_eval:bool=False, **extra):
     "TRL `SFTConfig` for `cfg` (extra kwargs override)."
     from trl import SFTConfig
     return SFTConfig(**{**trainer_kwargs(cfg, has_eval), **data.sft_kwargs(cfg.data), **extra})
-
-# %% ../nbs/07_sft.ipynb #b0495577
-@contextmanager
-def sigint_stops(stop:threading.Event):
-    "While inside, the first SIGINT sets `stop` instead of raising KeyboardInterrupt."
-    if threading.current_thread() is not threading.main_thread(): yield; return
-    prev = signal.getsignal(signal.SIGINT)
-    def handler(sig, frame):
-        if stop.is_set(): raise KeyboardInterrupt
-        stop.set(); print('\nftnb: stopping after this step and saving a checkpoint (interrupt again to abort)')
-    signal.signal(signal.SIGINT, handler)
-    try: yield
-    finally: signal.signal(signal.SIGINT, prev)
-
-# %% ../nbs/07_sft.ipynb #72cc5ff3
-@contextmanager
-def recorded_failure(bus:Bus, run_dir):
-    "Inside: an exception is recorded in events.jsonl and result.json, then raised again."
-    try: yield
-    except BaseException as e:
-        err = f'{type(e).__name__}: {e}'
-        bus.emit(RunEnd(status='failed', error=err))
-        (Path(run_dir)/'result.json').write_text(json.dumps({'status': 'failed', 'error': err}, indent=2))
-        raise
-
-# %% ../nbs/07_sft.ipynb #9fe2fe71
-@dataclass
-class RunResult:
-    "What `train` returns: where the run is, how it ended, and the trained model."
-    run_dir: Path
-    status: str                      # finished | stopped
-    step: int
-    metrics: dict = field(default_factory=dict)
-    model: object = field(default=None, repr=False)
-    tokenizer: object = field(default=None, repr=False)
-    trainer: object = field(default=None, repr=False)
-
-def _resume_arg(cfg:RunConfig):
-    "What to pass as `resume_from_checkpoint`, checked before any work starts."
-    r = cfg.train.resume_from
-    if r is None: return None
-    if r == 'latest':
-        if not list(cfg.run_dir.glob('checkpoint-*')):
-            raise ConfigError('train.resume_from', r, f'train once first, or set it to None', f'no checkpoint in {cfg.run_dir}')
-        return True
-    if not (Path(r)/'trainer_state.json').exists():
-        raise ConfigError('train.resume_from', r, "give a checkpoint-N folder of a run, or 'latest'", 'not a checkpoint folder')
-    return r
 
 # %% ../nbs/07_sft.ipynb #62ef5530
 def build(cfg:RunConfig):
@@ -99,36 +31,18 @@ def build(cfg:RunConfig):
     model = adapters.apply(models.load_model(cfg), cfg, tok)
     return tok, model, train_ds, eval_ds
 
-def _finish(trainer, cfg, status) -> dict:
-    "Save the final weights and result.json; return the last metrics."
-    final = cfg.run_dir/'final'
-    adapters.save_adapter(trainer.model, final, trainer.processing_class) if cfg.adapter.method != 'full' else trainer.save_model(str(final))
-    hist = trainer.state.log_history
-    metrics = {k: v for row in hist for k, v in row.items() if isinstance(v, (int, float))}
-    (cfg.run_dir/'result.json').write_text(json.dumps({'status': status, 'step': trainer.state.global_step, 'metrics': metrics}, indent=2))
-    return metrics
-
 # %% ../nbs/07_sft.ipynb #3f0243ca
 def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None, callbacks=()) -> RunResult:
-    "Fine-tune with TRL's SFTTrainer as `cfg` says; events go to the run folder and `queue`."
+    "Fine-tune with TRL's SFTTrainer as `cfg` says, in a `Run`; events go to the run folder and `queue`."
     from trl import SFTTrainer
-    if cfg.method.name == 'grpo':  # same run folder, events and stop path; ftnb.grpo builds on this module
-        from ftnb.grpo import train as train_grpo
-        return train_grpo(cfg, queue, stop, callbacks)
-    cfg.check(); resume = _resume_arg(cfg)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True); save_config(cfg, cfg.run_dir/'config.yaml')
-    bus, stop = Bus(RunLog(cfg.run_dir), queue), stop or threading.Event()
-    cb = EventCallback(bus, stop, config=cfg.model_dump(mode='json'))
-    with recorded_failure(bus, cfg.run_dir):
+    if cfg.method.name == 'grpo':
+        raise ConfigError('method.name', 'grpo', 'call ftnb.train (it picks the trainer) or ftnb.grpo.train', 'ftnb.sft.train runs sft and pretrain')
+    with Run(cfg, queue, stop) as run:
         tok, model, train_ds, eval_ds = build(cfg)
-        bus.emit(Log(message=f'{len(train_ds)} training samples, {adapters.trainable_summary(model)}'))
+        run.log(f'{len(train_ds)} training samples, {adapters.trainable_summary(model)}')
         args = training_args(cfg, has_eval=eval_ds is not None)
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*padding-free.*')
             trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                 processing_class=tok, callbacks=[*callbacks, cb])  # cb last: sees a stop set by the others in the same step
-        with sigint_stops(stop): trainer.train(resume_from_checkpoint=resume)
-        status = 'stopped' if cb.stopped else 'finished'
-        metrics = _finish(trainer, cfg, status)
-    bus.emit(RunEnd(step=trainer.state.global_step, status=status))
-    return RunResult(cfg.run_dir, status, trainer.state.global_step, metrics, trainer.model, tok, trainer)
+                                 processing_class=tok, callbacks=[*callbacks, *run.callbacks])  # the run's last: they see a stop set by these
+        return run.fit(trainer)

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import plotly.graph_objects as go
 
+from .runs import read_result, status as run_status
 from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart, Timeline, from_dict, read_jsonl, read_rollouts
 
 # %% auto #0
@@ -22,7 +23,7 @@ __all__ = ['DATA_KEYS', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEW
            'reward_traces', 'step_split', 'step_time_traces', 'memory_traces', 'view_order', 'grid_figure', 'grid_cell',
            'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_nan',
            'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table', 'rollout_html',
-           'status_text', 'write_report', 'open_run']
+           'status_text', 'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -110,10 +111,8 @@ def load_run(run_dir) -> RunData:
     tl = run_dir/'timeline.jsonl'
     d.timeline = read_jsonl(tl) if tl.exists() else []
     d.rollouts = {int(p.stem.split('-')[1]): None for p in (run_dir/'rollouts').glob('step-*.parquet')}
-    res = run_dir/'result.json'
-    if res.exists():
-        try: r = json.loads(res.read_text()); d.status, d.error = r.get('status', d.status), r.get('error', d.error)
-        except json.JSONDecodeError: pass
+    r = read_result(run_dir)  # a 'running' run whose process is gone reads as 'killed' (ftnb.runs.status)
+    if r: d.status, d.error = run_status(run_dir) or d.status, r.get('error', d.error)
     return d
 
 # %% ../nbs/11_viz.ipynb #caa33de5
@@ -464,9 +463,3 @@ def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', nam
             f"{ro}<h2>Config</h2><pre>{html.escape(_config_text(d))}</pre></body></html>")
     out = run_dir/name; out.write_text(page)
     return out
-
-# %% ../nbs/11_viz.ipynb #7f876c4b
-def open_run(path, mode:str='auto', **kw):
-    "A Dashboard of a finished, running or interrupted run folder (see `ftnb.dashboard.open_run`)."
-    from ftnb.dashboard import open_run as _open
-    return _open(path, mode=mode, **kw)

@@ -235,7 +235,7 @@ _STATUS = {'finished': ('success', '#2e7d32'), 'stopped': ('warning', '#ef6c00')
 class RunControl:
     "Train and Stop buttons, a progress bar with ETA, and a training thread whose events update the cell."
     def __init__(self, get_config:Callable[[], RunConfig]|None=None, # what Train trains (a ConfigPanel passes its config)
-                 train_fn:Callable|None=None, # train(cfg, queue=, stop=, callbacks=); default ftnb.sft.train
+                 train_fn:Callable|None=None, # train(cfg, queue=, stop=, callbacks=); default ftnb.train (ftnb.entry)
                  dashboard:str|Callable|None='auto', # 'auto'|'widget'|'handle' (ftnb.viz.Dashboard), a factory, or None
                  max_fps:float=2): # UI updates per second
         self.get_config, self.train_fn, self.dashboard_spec, self.period = get_config, train_fn, dashboard, 1 / max_fps
@@ -279,7 +279,7 @@ def _train(self, cfg:RunConfig):
     "The training thread: run train_fn, keep its result or error."
     try:
         fn = self.train_fn
-        if fn is None: from ftnb.sft import train as fn
+        if fn is None: from ftnb.entry import train as fn
         self.result = fn(cfg, queue=self.queue, stop=self.stop_event, callbacks=(clock_callback(self.clock),))
     except BaseException as e: self.error = e
     finally: self.done.set()
@@ -422,7 +422,7 @@ def _at(cfg:RunConfig, path:str) -> Any:
 class ConfigPanel:
     "Tabs of widgets generated from RunConfig, bound both ways to a config, with run control and exports."
     def __init__(self, cfg:RunConfig|None=None, # the starting config (default: RunConfig())
-                 train_fn:Callable|None=None, # default ftnb.sft.train
+                 train_fn:Callable|None=None, # default ftnb.train (ftnb.entry)
                  dashboard:str|Callable|None='auto', # see RunControl
                  max_fps:float=2): # UI updates per second during a run
         self.fields = {p: field_widget(p) for p in field_paths()}

