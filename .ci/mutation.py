@@ -21,7 +21,7 @@ def run(mod:str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f'mut-{mod}-'))
     subprocess.run(f'git archive HEAD | tar -x -C {tmp}', shell=True, cwd=ROOT, check=True)
     with open(tmp/'pyproject.toml', 'a') as f:
-        f.write(f'\n[tool.mutmut]\nsource_paths = ["ftnb/{mod}.py"]\nalso_copy = ["ftnb/", "tests/"]\n'
+        f.write(f'\n[tool.mutmut]\nsource_paths = ["ftnb/{mod}.py"]\nalso_copy = ["ftnb/", "tests/", "docs/", "nbs/", "README.md", ".ci/"]\n'
                 f'pytest_add_cli_args_test_selection = {json.dumps(MODULES[mod])}\n')
     mutmut = str(Path(sys.executable).parent/'mutmut')
     # tests/conftest.py points subprocesses at the mutated copy (PYTHONPATH) once mutmut has set MUTANT_UNDER_TEST
