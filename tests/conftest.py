@@ -8,3 +8,6 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 # for the demo model on the 2-core dev machine with another process busy), and pytest shares the cores with nothing.
 import torch
 torch.set_num_threads(1)
+
+if 'MUTANT_UNDER_TEST' in os.environ:  # mutation testing (.ci/mutation.py): subprocesses import the mutated copy too
+    os.environ['PYTHONPATH'] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -33,8 +33,8 @@ def free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path):
+@pytest.fixture(params=[False])
+def lab(request, tmp_path):
     "JupyterLab on a free loopback port, with every Jupyter folder inside tmp_path; yields the notebook URL."
     if not Path(CHROMIUM).exists(): pytest.skip(f'chromium is not installed ({CHROMIUM}); CI installs it with apt-get')
     root = tmp_path/'root'; root.mkdir()
@@ -51,7 +51,8 @@ def lab(tmp_path):
     if os.geteuid() == 0: cmd.append('--allow-root')
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path/'jc'), JUPYTER_DATA_DIR=str(tmp_path/'jd'),
                JUPYTER_RUNTIME_DIR=str(tmp_path/'rt'), IPYTHONDIR=str(tmp_path/'ipy'), FTNB_BROWSER_RUNS=str(tmp_path/'runs'),
-               HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TRANSFORMERS_OFFLINE='1', TOKENIZERS_PARALLELISM='false')
+               HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1', TRANSFORMERS_OFFLINE='1', TOKENIZERS_PARALLELISM='false',
+               **({'FTNB_BROWSER_NEGATIVE': '1'} if request.param else {}))  # the negative control's dashboard never draws
     t0, log = time.time(), open(tmp_path/'server.log', 'w')
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -164,3 +165,27 @@ def test_panel_trains_and_stops_in_jupyterlab(lab, tmp_path):
         ctx.close()
     assert not errors and not external, (errors, external)
     print('\nbrowser test timings (s since server start):', marks)
+
+
+@pytest.mark.parametrize('lab', [True], indirect=True)
+def test_negative_control_a_dashboard_that_never_draws_fails_the_check(lab, tmp_path):
+    "The same notebook with Dashboard.update and flush made no-ops: training runs, and the points check finds nothing."
+    from playwright.sync_api import expect, sync_playwright
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path/'profile'), executable_path=CHROMIUM, headless=True,
+                                                   args=CHROME_ARGS, viewport={'width': 1400, 'height': 2400},
+                                                   env=dict(os.environ, HOME=str(tmp_path)))
+        page = ctx.pages[0]
+        page.goto(lab['url']); page.wait_for_function(KERNEL_READY, timeout=60_000)
+        page.evaluate("() => { window.ranAll = undefined; window.jupyterapp.commands"
+                      ".execute('notebook:run-all-cells').then(r => window.ranAll = r); }")
+        page.wait_for_function('() => window.ranAll !== undefined', timeout=120_000)
+        ui = page.locator('.jp-Notebook .jp-Cell').nth(3).locator('.jp-OutputArea .ftnb-panel')
+        ui.wait_for(state='visible', timeout=60_000)
+        ui.locator('button.ftnb-train').click()
+        expect(ui.locator('.ftnb-progress')).to_contain_text('steps/s', timeout=60_000)  # the run itself goes on
+        page.wait_for_timeout(5_000)
+        assert page.evaluate(POINTS) == 0   # ...but the check the real test relies on sees no points
+        ui.locator('button.ftnb-stop').click()
+        expect(ui.locator('.ftnb-status')).to_contain_text('stopped at step', timeout=60_000)
+        ctx.close()

@@ -81,8 +81,13 @@ def test_get_engine_on_cpu_is_hf_and_reused(tok):
     assert E.current_engine() is None
     with pytest.raises(ConfigError, match='training model itself'): get_engine('/some/folder', engine='hf')
 
+@pytest.mark.parametrize('has_vllm,cuda,want', [(True, True, 'vllm'), (True, False, 'hf'), (False, True, 'hf'), (False, False, 'hf')])
+def test_pick_engine_auto(tok, monkeypatch, has_vllm, cuda, want):
+    monkeypatch.setattr(E, 'vllm_available', lambda: has_vllm)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    assert pick_engine('auto', tiny(tok)) == want  # vLLM only with vLLM installed and a GPU
+
 def test_pick_engine(tok):
-    assert pick_engine('auto', tiny(tok)) == ('vllm' if E.vllm_available() and torch.cuda.is_available() else 'hf')
     assert pick_engine('auto', lora(tok, alora_invocation_tokens=[5, 6])) == 'hf'  # vLLM has no aLoRA
     assert pick_engine('hf') == 'hf'
     with pytest.raises(ConfigError, match="'auto', 'vllm' or 'hf'"): pick_engine('turbo')

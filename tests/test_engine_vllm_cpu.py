@@ -52,6 +52,7 @@ def eng(tiny_path):
     m.forward = types.MethodType(type(m).forward, m)  # a reference cycle, as TRL's fused-LM-head patch makes one
     BEFORE['model'] = weakref.ref(m)
     e = get_engine(m, engine='vllm', max_model_len=128, sync='adapter')  # LoRA on: both ways can sync
+    e.phases_at_start = [p['name'] for p in e.drain_phases()]  # read here, so no test depends on running first
     del m
     yield e
     shutdown_engine()
@@ -61,7 +62,7 @@ def greedy(engine, prompts): return engine.generate(prompts, max_tokens=10, temp
 def test_engine_starts_with_lora_and_no_sleep(eng):
     assert isinstance(eng, VLLMEngine) and eng.on_cpu and eng.push_via == 'reload'
     assert eng.spec.max_lora_rank == 8 and eng.spec.dtype == 'float32' and not eng.can_sleep
-    assert [p['name'] for p in eng.drain_phases()] == ['start']
+    assert eng.phases_at_start == ['start']
 
 def test_models_from_before_the_engine_are_freed(eng):
     "vLLM freezes the gc heap at start-up; the engine hands it back, so a cell run again does not keep the old model."
@@ -82,6 +83,7 @@ def test_adapter_sync_matches_peft(eng, tiny_path, prompts, tok):
     assert greedy(eng, prompts) == greedy(hf, prompts)
     first = eng._lora
     nudge(pm, 1)
+    assert greedy(eng, prompts) != greedy(hf, prompts)  # negative control: without a sync the engine's outputs differ
     eng.sync(pm, 'adapter')
     assert eng._lora.lora_int_id == first.lora_int_id + 1 and not (eng._lora_dir / f'v{first.lora_int_id}').exists()
     assert greedy(eng, prompts) == greedy(hf, prompts)  # a new adapter id each sync: never the stale one

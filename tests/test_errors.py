@@ -47,6 +47,37 @@ def _qlora_cpu():
     from ftnb.models import load_model
     return load_model(C.RunConfig(adapter=C.AdapterCfg(method='qlora')))
 
+def _tiny(name='r', **train):
+    return C.RunConfig.model_validate({'model': {'dtype': 'float32'}, 'data': {'max_samples': 16}, 'adapter': {'method': 'lora', 'r': 8},
+        'train': {'output_dir': 'runs', 'run_name': name, 'max_steps': 1, 'batch_size': 4, 'save_steps': 1, **train}})
+
+def _train(cfg, **kw):
+    import ftnb; return ftnb.train(cfg, **kw)
+
+def _second_run(): _train(_tiny()); return _train(_tiny(lr=1e-3))
+
+def _resume_changed_r():
+    _train(_tiny()); c = _tiny(resume_from='latest'); c.adapter.r = 16; return _train(c)
+
+def _nan_loss():
+    "A NaN put into the weights after the first checkpoint."
+    import torch
+    from transformers import TrainerCallback
+    class Poison(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw): self.model = model
+        def on_save(self, args, state, control, **kw):
+            with torch.no_grad(): next(p for p in self.model.parameters() if p.requires_grad).fill_(float('nan'))
+    return _train(_tiny(max_steps=3), callbacks=[Poison()])
+
+def _rewards_none():
+    p = _write('prompts.jsonl', ''.join(json.dumps({'messages': [{'role': 'user', 'content': f'{i}+{i}='}]}) + '\n' for i in range(8)))
+    return _train(C.RunConfig.model_validate({'data': {'path': p}, 'method': {'name': 'grpo', 'num_generations': 4,
+        'max_completion_length': 4, 'max_model_len': 64, 'rewards': [{'name': 'exact_answer'}]},
+        'train': {'output_dir': 'runs', 'max_steps': 2, 'batch_size': 8}}))
+
+def _cut_checkpoint():
+    os.makedirs('runs/run/checkpoint-3'); return _train(C.RunConfig(train=C.TrainCfg(output_dir='runs', resume_from='latest')))
+
 # (what the user did, the call that does it)
 CASES = [
     ("aLoRA with no invocation string", lambda: C.RunConfig(adapter=C.AdapterCfg(method='alora'))),
@@ -110,6 +141,14 @@ CASES = [
     # adapters
     ("modules_to_save naming a parent module", lambda: _adapter(['all-linear'], modules_to_save=['layers'])),
     ("modules_to_save naming a module the model does not have", lambda: _adapter(['all-linear'], modules_to_save=['wte'])),
+    ("a second run with another config into a folder that holds a finished run", _second_run),
+    ("resume after changing adapter.r", _resume_changed_r),
+    ("train.output_dir is a file", lambda: _train(C.RunConfig(train=C.TrainCfg(output_dir=_write('f', 'x'))))),
+    ("resume_from='latest' when the only checkpoint was cut off while saving", _cut_checkpoint),
+    ("resume_from a folder that is not a checkpoint", lambda: _train(C.RunConfig(train=C.TrainCfg(output_dir='runs', resume_from='.')))),
+    ("ftnb.sft.train given a GRPO config", lambda: __import__('ftnb.sft').sft.train(C.RunConfig(method=C.MethodCfg(name='grpo')))),
+    ("the training loss turns NaN", _nan_loss),
+    ("GRPO rewards all None (no reference answers)", _rewards_none),
 ]
 
 def _mkdir(name):

@@ -15,6 +15,8 @@ cfg = RunConfig(model=dict(dtype='float32'), data=dict(path='toy:addition', max_
 DASH = '''\
 from ftnb.dashboard import Dashboard as Dash  # ftnb's own live view: no stand-in, so the test fails if it cannot load
 assert dashboard_class() is Dash
+if os.environ.get('FTNB_BROWSER_NEGATIVE'):  # negative control (tests/test_browser.py): a dashboard that never draws
+    Dash.update = lambda self, events: None; Dash.flush = lambda self: None
 print(Dash.__module__)'''
 PANEL = '''\
 panel = ConfigPanel(cfg, dashboard=lambda: Dash(mode='widget', max_fps=2))
