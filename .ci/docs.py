@@ -3,7 +3,7 @@
 quarto, which nbdev-docs needs, cannot be installed here, so the site is mkdocs-material + mkdocs-jupyter
 (the `docs` extra). The notebooks are not run: they keep their outputs. Before mkdocs sees them they are staged in
 _proc/site-src/ the way nbdev's own docs treat them:
-- `#| hide` cells are dropped and `#|` directive lines are taken out of the code shown;
+- `#| hide` cells are dropped, `#|` directive lines are taken out of the code shown (and cells left empty go);
 - links to other notebooks or markdown files point at their pages (`x.ipynb` -> `x.html`), and links to other
   files of the repository (tests, bench results) point at them on GitHub, so the site has no dead internal links;
 - plotly outputs (`application/vnd.plotly.v1+json`, what plotly writes in a Jupyter kernel) get an HTML
@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NBS, STAGE = ROOT/'nbs', ROOT/'_proc'/'site-src'
 REPO_URL = 'https://github.com/ftnb/ftnb/blob/main/'
 PLOTLY_MIME = 'application/vnd.plotly.v1+json'
-# Draws every staged plotly output once plotly.js (loaded just before this, see mkdocs.yml) is there.
-PLOTLY_GLUE = """document.querySelectorAll('script[type="application/vnd.ftnb.plotly+json"]').forEach(s => {
+# Draws every staged plotly output; runs at the end of each page, after the first figure loaded plotly.js.
+PLOTLY_GLUE = """if (window.Plotly) document.querySelectorAll('script[type="application/vnd.ftnb.plotly+json"]').forEach(s => {
   const fig = JSON.parse(s.textContent), div = document.getElementById(s.dataset.target);
   Plotly.newPlot(div, fig.data || [], fig.layout || {}, Object.assign({responsive: true}, fig.config || {}));
 });
@@ -54,28 +54,62 @@ def fix_links(md: str, src: Path) -> str:
     md = re.sub(r'(\]\()([^)\s]+)(\))', lambda m: m[1] + fix_link(m[2], src) + m[3], md)
     return re.sub(r'((?:href|src)=")([^"]+)(")', lambda m: m[1] + fix_link(m[2], src) + m[3], md)
 
-def plotly_html(fig: dict, n: int) -> str:
-    "A div and the figure as inert JSON (`<` escaped, so no `</script>` can end it early)."
+def plotly_html(fig: dict, n: int, plotly_js: str = None) -> str:
+    "A div and the figure as inert JSON (`<` escaped, so no `</script>` can end it early), after plotly.js if given."
     js = json.dumps(fig).replace('<', '\\u003c').replace('>', '\\u003e').replace('&', '\\u0026')
-    return (f'<div id="ftnb-plotly-{n}" class="ftnb-plotly"></div>'
+    load = f'<script src="{plotly_js}"></script>' if plotly_js else ''  # only pages with figures load its 4.8 MB
+    return (load + f'<div id="ftnb-plotly-{n}" class="ftnb-plotly"></div>'
             f'<script type="application/vnd.ftnb.plotly+json" data-target="ftnb-plotly-{n}">{js}</script>')
 
-def stage_notebook(src: Path, counter: list) -> nbformat.NotebookNode:
-    nb = nbformat.read(src, as_version=4)
-    cells = []
+def stage_nb(nb: nbformat.NotebookNode, src: Path, counter: list) -> nbformat.NotebookNode:
+    "Notebook `nb` (read from `src`) as the site shows it; `counter[0]` numbers the plotly outputs site-wide."
+    cells, loaded = [], False
     for c in nb.cells:
         if c.cell_type == 'markdown': c.source = fix_links(c.source, src)
         if c.cell_type == 'code':
             directives = [l[2:].strip() for l in c.source.splitlines() if l.startswith('#|')]
             if 'hide' in directives: continue
             c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|')).strip('\n')
+            if not c.source and not c.get('outputs'): continue  # e.g. the `#| default_exp` cell
             for o in c.get('outputs', []):
                 if PLOTLY_MIME in o.get('data', {}):
                     counter[0] += 1
-                    o.data = {'text/html': plotly_html(o.data[PLOTLY_MIME], counter[0]), 'text/plain': 'plotly figure'}
+                    load = None if loaded else '../' * len(Path(page_of(src)).parent.parts) + 'js/plotly.min.js'
+                    o.data, loaded = {'text/html': plotly_html(o.data[PLOTLY_MIME], counter[0], load), 'text/plain': 'plotly figure'}, True
         cells.append(c)
     nb.cells = cells
     return nb
+
+def on_page_content(html, page, config, files):
+    "mkdocs hook: point a notebook page's table of contents at the heading ids that nbconvert wrote."
+    # mkdocs-jupyter 0.26.3 takes the TOC from a markdown copy that drops inline code, so a heading such as
+    # "Overrides: `--set key=value`" got the TOC link #overrides while the heading's id is overrides-set-keyvalue.
+    if not page.file.src_uri.endswith('.ipynb'): return html
+    html = share_css(html, page)
+    text = lambda h: ' '.join(re.sub(r'<code>.*?</code>|<[^>]+>|¶', ' ', h).split())  # the words, as the TOC has them
+    heads = [(int(l), i, text(t)) for l, i, t in re.findall(r'<h([1-6])[^>]*\sid="([^"]+)"[^>]*>(.*?)</h\1>', html, re.S)]
+    def items(toc):
+        for it in toc: yield it; yield from items(it.children)
+    k = 0
+    for it in items(page.toc):
+        for j in range(k, len(heads)):
+            if heads[j][0] == it.level and heads[j][2] == text(it.title): it.id, k = heads[j][1], j + 1; break
+    return html
+
+NB_CSS = {}  # the notebook stylesheet that mkdocs-jupyter inlines in every page, written once by on_post_build
+
+def share_css(html: str, page) -> str:
+    "Link the notebook CSS (about 570 kB, the same on every page) from one file instead of inlining it in each page."
+    # Inlined, every page was about 0.75 MB and Chromium took seconds per page on 2 busy cores (measured 2026-12-02).
+    big = [m for m in re.finditer(r'<style[^>]*>(.*?)</style>', html, re.S) if len(m[1]) > 100_000]
+    if len(big) != 1 or NB_CSS.setdefault('css', big[0][1]) != big[0][1]: return html
+    up = '../' * page.file.url.count('/')
+    html = html[:big[0].start()] + f'<link rel="stylesheet" href="{up}assets/ftnb-notebook.css">' + html[big[0].end():]
+    return re.sub(r"<style>\s*\['.*?'\]\s*</style>", '', html, flags=re.S)  # mkdocs-jupyter 0.26.3 appends the pygments CSS a 2nd time, as a list repr
+
+def on_post_build(config):
+    "mkdocs hook: write the shared notebook stylesheet."
+    if 'css' in NB_CSS: (Path(config['site_dir'])/'assets'/'ftnb-notebook.css').write_text(NB_CSS['css'])
 
 def nav_title(src: Path) -> str:
     "The notebook's first `# ` heading, else its name."
@@ -94,7 +128,7 @@ def stage() -> dict:
     for src in notebooks():
         page = page_of(src)
         dest = STAGE/page.replace('.html', '.ipynb'); dest.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(stage_notebook(src, counter), dest)
+        nbformat.write(stage_nb(nbformat.read(src, as_version=4), src, counter), dest)
         rel = dest.relative_to(STAGE).as_posix()
         if rel == 'index.ipynb': continue
         (nav_tut if rel.startswith('tutorials/') else nav_api).append({nav_title(src): rel})
@@ -106,7 +140,7 @@ def stage() -> dict:
         nav_ref.append({t[1] if t else md.stem: f'docs/{md.name}'})
     nav = [{'Home': 'index.ipynb'}] + [{k: v} for k, v in
            (('Tutorials', nav_tut), ('API', nav_api), ('Reference', nav_ref)) if v]
-    cfg = {'INHERIT': '../mkdocs.yml', 'docs_dir': 'site-src', 'site_dir': '../site', 'nav': nav}
+    cfg = {'INHERIT': '../mkdocs.yml', 'docs_dir': 'site-src', 'site_dir': '../site', 'hooks': ['../.ci/docs.py'], 'nav': nav}
     (ROOT/'_proc'/'mkdocs.yml').write_text('# written by .ci/docs.py: edit mkdocs.yml or the script\n' + yaml.safe_dump(cfg, sort_keys=False))
     return dict(notebooks=len(notebooks()), plotly_figures=counter[0], reference=len(nav_ref))
 
