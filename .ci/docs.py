@@ -61,6 +61,11 @@ def plotly_html(fig: dict, n: int, plotly_js: str = None) -> str:
     return (load + f'<div id="ftnb-plotly-{n}" class="ftnb-plotly"></div>'
             f'<script type="application/vnd.ftnb.plotly+json" data-target="ftnb-plotly-{n}">{js}</script>')
 
+def _plotly_loader(o) -> bool:
+    "The output by which plotly's 'notebook' renderer puts all of plotly.js (4.8 MB) into a notebook run outside Jupyter."
+    h = o.get('data', {}).get('text/html', '')
+    return len(h) > 1_000_000 and 'window.PlotlyConfig' in h[:500]
+
 def stage_nb(nb: nbformat.NotebookNode, src: Path, counter: list) -> nbformat.NotebookNode:
     "Notebook `nb` (read from `src`) as the site shows it; `counter[0]` numbers the plotly outputs site-wide."
     cells, loaded = [], False
@@ -71,7 +76,8 @@ def stage_nb(nb: nbformat.NotebookNode, src: Path, counter: list) -> nbformat.No
             if 'hide' in directives: continue
             c.source = '\n'.join(l for l in c.source.splitlines() if not l.startswith('#|')).strip('\n')
             if not c.source and not c.get('outputs'): continue  # e.g. the `#| default_exp` cell
-            for o in c.get('outputs', []):
+            c.outputs = [o for o in c.get('outputs', []) if not _plotly_loader(o)]
+            for o in c.outputs:
                 if PLOTLY_MIME in o.get('data', {}):
                     counter[0] += 1
                     load = None if loaded else '../' * len(Path(page_of(src)).parent.parts) + 'js/plotly.min.js'
