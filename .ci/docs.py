@@ -50,9 +50,17 @@ def fix_link(target: str, src: Path) -> str:
     rel = Path(*(['..'] * len(here.parts)), page).as_posix() if here.parts else page
     return rel + (f'#{frag}' if frag else '')
 
+COLAB_BADGE = 'https://colab.research.google.com/assets/colab-badge.svg'
+# Our own stand-in for Colab's badge image, so the pages load nothing from outside (the link itself goes to Colab).
+BADGE_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">'
+             '<rect width="117" height="20" rx="3" fill="#555"/><rect x="0" width="36" height="20" rx="3" fill="#f9ab00"/>'
+             '<text x="18" y="14" fill="#fff" font-family="Verdana,sans-serif" font-size="11" text-anchor="middle">CO</text>'
+             '<text x="76" y="14" fill="#fff" font-family="Verdana,sans-serif" font-size="11" text-anchor="middle">Open in Colab</text></svg>')
+
 def fix_links(md: str, src: Path) -> str:
     md = re.sub(r'(\]\()([^)\s]+)(\))', lambda m: m[1] + fix_link(m[2], src) + m[3], md)
-    return re.sub(r'((?:href|src)=")([^"]+)(")', lambda m: m[1] + fix_link(m[2], src) + m[3], md)
+    md = re.sub(r'((?:href|src)=")([^"]+)(")', lambda m: m[1] + fix_link(m[2], src) + m[3], md)
+    return md.replace(COLAB_BADGE, '../' * len(Path(page_of(src)).parent.parts) + 'assets/open-in-colab.svg')
 
 def plotly_html(fig: dict, n: int, plotly_js: str = None) -> str:
     "A div and the figure as inert JSON (`<` escaped, so no `</script>` can end it early), after plotly.js if given."
@@ -130,6 +138,7 @@ def stage() -> dict:
     import plotly
     shutil.copy(Path(plotly.__file__).parent/'package_data'/'plotly.min.js', STAGE/'js'/'plotly.min.js')
     (STAGE/'js'/'ftnb-plotly.js').write_text(PLOTLY_GLUE)
+    (STAGE/'assets').mkdir(); (STAGE/'assets'/'open-in-colab.svg').write_text(BADGE_SVG)
     counter, nav_tut, nav_api = [0], [], []
     for src in notebooks():
         page = page_of(src)

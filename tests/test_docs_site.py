@@ -19,7 +19,8 @@ spec = importlib.util.spec_from_file_location('docs_build', ROOT/'.ci'/'docs.py'
 docs = importlib.util.module_from_spec(spec); spec.loader.exec_module(docs)
 FIGS = """() => [...document.querySelectorAll('.ftnb-plotly')].map(d => ({  // each staged plotly output, as plotly.js holds it
   drawn: d.classList.contains('js-plotly-plot') && !!d.querySelector('.main-svg'),
-  traces: (d.data || []).length, points: (d.data || []).reduce((n, t) => n + ((t.x || t.values || t.z || []).length || 0), 0)}))"""
+  traces: (d.data || []).length, points: (d._fullData || []).reduce((n, t) => n + (t._length || 0), 0),  // decoded (plotly 6 ships arrays as base64)
+  marks: d.querySelectorAll('.scatterlayer .js-line, .point').length}))"""
 
 
 def plotly_outputs(nb: Path) -> int:
@@ -124,6 +125,6 @@ def test_links_and_figures(site, tmp_path):
     assert {p for p in want} <= pages, sorted(set(want) - pages)  # the nav reaches every notebook
     assert {'docs/errors.html', 'docs/claims.html'} <= pages
     for rel, n in want.items():
-        if n: assert len(figs[rel]) == n and all(f['drawn'] and f['traces'] and f['points'] for f in figs[rel]), (rel, figs[rel])
+        if n: assert len(figs[rel]) == n and all(f['drawn'] and f['traces'] and f['points'] and f['marks'] for f in figs[rel]), (rel, figs[rel])
     print(f'\ndocs site: {len(pages)} pages, {len(seen)} URLs, {sum(want.values())} figures on '
           f'{sum(1 for n in want.values() if n)} pages, checked in {time.time() - t0:.0f} s')
