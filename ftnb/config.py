@@ -91,7 +91,9 @@ class DataCfg(Part):
     response_template: str|None = F(None, "Text format only: train on the tokens after this marker, e.g. '### Answer:'.")
     completion_only: bool = F(True, "Train only on completions / assistant turns. Off = loss on every token.")
     max_length: int = F(512, "Longest sample in tokens.", ge=8)
-    too_long: Literal['drop','truncate','raise'] = F('truncate', "What to do with a sample longer than max_length.")
+    too_long: Literal['drop','truncate','split','raise'] = F('truncate', "What to do with a sample longer than max_length. "
+        "'split' (plain text only, e.g. continued pretraining) cuts it into max_length pieces instead of losing the rest.")
+    overlap: int = F(0, "too_long='split' only: tokens each piece repeats from the end of the one before, as context (masked, so trained once).", ge=0)
     packing: bool = F(False, "Pack several samples into each max_length row (faster, no padding).")
     padding_free: bool = F(False, "Concatenate the batch into one row without padding (needs flash attention on GPU to pay off).")
     eval_path: str|None = F(None, "Separate held-out dataset (same kinds of source as path). None = split off eval_fraction.")
@@ -172,6 +174,18 @@ class AccelCfg(Part):
 # %% ../nbs/00_config.ipynb #999af048
 LR_WARN = {'adapter': 1e-2, 'full': 1e-3}  # learning rates above these warn: LoRA trains at ~1e-4..5e-4, full fine-tuning at ~1e-5..5e-5
 
+def _check_split(c) -> None:
+    "The too_long='split' settings: overlap below max_length, and only for plain text."
+    d = c.data
+    if d.overlap and d.too_long != 'split':
+        raise ConfigError('data.overlap', d.overlap, "set data.too_long='split', or overlap=0", "overlap is used only when long samples are split")
+    if d.overlap >= d.max_length:
+        raise ConfigError('data.overlap', d.overlap, f"make it smaller than data.max_length ({d.max_length}), e.g. {d.max_length // 8}", "each piece must bring new tokens")
+    if d.too_long == 'split' and (d.format in ('prompt_completion', 'messages') or c.method.name == 'grpo'):
+        what = 'GRPO prompts' if c.method.name == 'grpo' else f'{d.format} samples'
+        raise ConfigError('data.too_long', 'split', "use 'truncate' or 'drop', or raise data.max_length",
+                          f"only plain text can be cut into pieces: {what} cut in two would leave a piece without the prompt it answers")
+
 def _checks(c) -> None:
     "Raise ConfigError for the first combination that cannot work; warn about risky ones."
     a, m = c.adapter, c.model
@@ -186,6 +200,7 @@ def _checks(c) -> None:
         raise ConfigError('accel.qat', True, "choose one of accel.fp8 and accel.qat", "FP8 training and QAT both rewrite the linear layers")
     if a.method != 'full' and not a.target_modules:
         raise ConfigError('adapter.target_modules', [], "list layer names such as ['q_proj','v_proj'] or use ['all-linear']", "no layers to adapt")
+    _check_split(c)
     if c.data.response_template and c.data.format in ('prompt_completion', 'messages'):
         raise ConfigError('data.response_template', c.data.response_template, "leave it empty: this format already marks what is trained", f"response_template applies to the text format, not {c.data.format}")
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:

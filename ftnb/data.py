@@ -16,8 +16,8 @@ from datasets import Dataset
 from .config import ConfigError, DataCfg, DataError
 
 # %% auto #0
-__all__ = ['FILE_EXTS', 'FORMATS', 'check_source', 'load_rows', 'detect_format', 'DataWarning', 'tokenize', 'SampleView',
-           'show_sample', 'prepare', 'sft_kwargs']
+__all__ = ['FILE_EXTS', 'FORMATS', 'check_source', 'load_rows', 'detect_format', 'DataWarning', 'split_sample', 'tokenize',
+           'SampleView', 'show_sample', 'prepare', 'sft_kwargs']
 
 # %% ../nbs/02_data.ipynb #9f19db23
 FILE_EXTS = ('.jsonl', '.json', '.csv', '.parquet')  # local files we read
@@ -329,7 +329,36 @@ def _check_trained(ds:Dataset, raw:Dataset, cfg:DataCfg, fmt:str, src:str) -> No
         raise DataError(src, f"{len(empty)} of {len(n)} samples {what}, e.g. sample {empty[0]}: {str(raw[empty[0]])[:200]}",
                         'remove those samples (each needs an assistant reply), or set completion_only=False to train on every token')
 
+# %% ../nbs/02_data.ipynb #76c5a91b
+def split_sample(ids:list, # input_ids of one tokenized sample
+                 labels:list, # its labels (-100 = not trained)
+                 max_length:int, # longest piece
+                 overlap:int=0, # tokens each later piece repeats from the one before, masked
+                ) -> list[tuple[list, list]]:
+    "Cut one sample into (input_ids, labels) pieces of at most `max_length`; later pieces start with `overlap` masked tokens."
+    if not 0 <= overlap < max_length: raise ConfigError('data.overlap', overlap, f"make it smaller than data.max_length ({max_length})", "each piece must bring new tokens")
+    out, s = [], 0
+    while True:
+        lab = labels[s:s + max_length]
+        if s: lab = [-100] * overlap + lab[overlap:]  # the repeated tokens were trained in the piece before: context here
+        out.append((ids[s:s + max_length], lab))
+        if s + max_length >= len(ids): return out
+        s += max_length - overlap
+
 # %% ../nbs/02_data.ipynb #4538f230
+def _split_long(ds:Dataset, cfg:DataCfg, src:str, what:str) -> Dataset:
+    "too_long='split': each long sample becomes its `split_sample` pieces; pieces with no trained token go (with a DataWarning)."
+    def cut(b):
+        out = {'input_ids': [], 'labels': []}
+        for ids, lab in zip(b['input_ids'], b['labels']):
+            for i, l in split_sample(ids, lab, cfg.max_length, cfg.overlap): out['input_ids'].append(i); out['labels'].append(l)
+        return out
+    with _quiet(len(ds)): ds = ds.map(cut, batched=True, remove_columns=ds.column_names)
+    keep = [i for i, l in enumerate(ds['labels']) if any(x != -100 for x in l)]  # e.g. a piece that holds only a prompt
+    if len(keep) < len(ds): warnings.warn(f"{src}: {what}: split them, and dropped {len(ds) - len(keep)} pieces that had no trained token", DataWarning, stacklevel=4)
+    if not keep: raise DataError(src, f"no piece has a trained token", "check response_template, or set completion_only=False")
+    return ds.select(keep) if len(keep) < len(ds) else ds
+
 def _fit_length(ds:Dataset, cfg:DataCfg, src:str) -> Dataset:
     "Apply cfg.too_long to samples longer than cfg.max_length."
     M, lens = cfg.max_length, [len(x) for x in ds['input_ids']]
@@ -339,6 +368,7 @@ def _fit_length(ds:Dataset, cfg:DataCfg, src:str) -> Dataset:
     what = f"{len(long)} of {len(lens)} samples are {desc}"
     if cfg.too_long == 'raise': raise DataError(src, what, f"raise max_length to at least {max(lens)}, or set too_long='drop' or 'truncate'")
     if len(long) == len(lens) and cfg.too_long == 'drop': raise DataError(src, f"all {len(lens)} samples are {desc}", f"raise max_length to at least {max(lens)}, or set too_long='truncate'")
+    if cfg.too_long == 'split': return _split_long(ds, cfg, src, what)
     if cfg.too_long == 'drop':
         warnings.warn(f"{src}: {what}: dropped them", DataWarning, stacklevel=3)
         return ds.select(sorted(set(range(len(lens))) - set(long)))
@@ -360,6 +390,8 @@ def tokenize(ds:Dataset, # raw rows from `load_rows`
     fmt = fmt or detect_format(ds, cfg, src)
     if cfg.response_template and fmt != 'text':
         raise ConfigError('data.response_template', cfg.response_template, "leave it empty: this format already marks what is trained", f"response_template applies to the text format, but the data is {fmt}")
+    if cfg.too_long == 'split' and fmt != 'text':
+        raise ConfigError('data.too_long', 'split', "use 'truncate' or 'drop', or raise data.max_length", f"only plain text can be cut into pieces: {fmt} samples cut in two would leave a piece without the prompt it answers")
     if not getattr(tok, 'is_fast', False): raise ConfigError('tokenizer', type(tok).__name__, 'load a fast tokenizer (AutoTokenizer.from_pretrained(..., use_fast=True))', 'ftnb needs token offsets, which only fast tokenizers give')
     with _quiet(len(ds)):
         out = ds.map(_map_fn, with_indices=True, remove_columns=ds.column_names, desc='Tokenizing',

@@ -193,6 +193,41 @@ def test_too_long(tok):
     assert [len(x) <= 16 for x in t['input_ids']] == [True]*3
     err(lambda: tokenize(rows.select([1, 2]), tok, DataCfg(path='t', max_length=16, too_long='drop')), 'all 2 samples are longer')
 
+def _targets(pieces_ids, pieces_labels, step):
+    "Document positions each piece trains, after the causal shift (a row's position 0 is never a target)."
+    return Counter(k * step + j for k, lab in enumerate(pieces_labels) for j, l in enumerate(lab) if j and l != -100)
+
+@pytest.mark.parametrize('overlap', [0, 1, 7])
+def test_too_long_split(tok, overlap):
+    "too_long='split': pieces <= max_length cover the text, share `overlap` masked tokens, and train each token once."
+    text, M = ' '.join(f'w{i}' for i in range(50)), 32
+    whole = tokenize(Dataset.from_dict({'text': [text]}), tok, DataCfg(path='t', max_length=4096))[0]['input_ids']
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # splitting as asked is silent
+        t = tokenize(Dataset.from_dict({'text': [text]}), tok, DataCfg(path='t', max_length=M, too_long='split', overlap=overlap))
+    ids, labels, step = t['input_ids'], t['labels'], M - overlap
+    assert len(whole) > 3 * M and all(len(x) <= M for x in ids) and len(ids) == math.ceil((len(whole) - overlap) / step)
+    assert [x for k, p in enumerate(ids) for x in (p if k == 0 else p[overlap:])] == whole  # nothing lost, nothing doubled
+    for k in range(1, len(ids)):
+        assert ids[k][:overlap] == ids[k - 1][-overlap:] if overlap else True
+        assert labels[k][:overlap] == [-100] * overlap
+    assert [l for lab in labels for l in lab if l != -100] == whole  # every token is a label once
+    got = _targets(ids, labels, step)
+    assert max(got.values()) == 1
+    lost = set(range(1, len(whole))) - set(got)  # tokens no piece predicts
+    assert lost == (set() if overlap else {k * M for k in range(1, len(ids))})  # overlap=0: each later piece's first token
+
+def test_too_long_split_refuses_chat_and_drops_bare_pieces(tok):
+    err(lambda: tokenize(Dataset.from_dict({'messages': [CHAT]}), tok, DataCfg(path='t', max_length=8, too_long='split')),
+        "data.too_long='split'", 'only plain text', 'messages', "'truncate' or 'drop'", cls=ConfigError)
+    rows = Dataset.from_dict({'prompt': ['x ' * 40], 'completion': ['4']})
+    err(lambda: tokenize(rows, tok, DataCfg(path='t', max_length=16, too_long='split')), 'prompt_completion', cls=ConfigError)
+    text = Dataset.from_dict({'text': ['Q: ' + 'x ' * 40 + '\n### Answer: 4']})  # the first pieces hold only the masked question
+    with pytest.warns(DataWarning, match=r'split them, and dropped \d+ pieces that had no trained token'):
+        t = tokenize(text, tok, DataCfg(path='t', max_length=16, too_long='split', response_template='### Answer:'))
+    assert len(t) >= 1 and all(any(l != -100 for l in lab) for lab in t['labels'])
+    assert tok.decode([l for l in t['labels'][-1] if l != -100]) == ' 4' + tok.eos_token
+
 # ---- show_sample --------------------------------------------------------------------------------------------
 
 def test_show_sample_html(tok):

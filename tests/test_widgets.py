@@ -34,7 +34,8 @@ ALONE = {'data.response_template': {'data': {'format': 'text', 'response_templat
          'method.num_generations': {'method': {'name': 'grpo', 'num_generations': 4}, 'train': {'batch_size': 8}},
          'train.batch_size': {'method': {'name': 'grpo', 'num_generations': 8}, 'train': {'batch_size': 16}},
          'method.sync': {'method': {'name': 'grpo', 'sync': 'merge'}},
-         'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}}}
+         'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}},
+         'data.overlap': {'data': {'format': 'text', 'too_long': 'split', 'overlap': 16}}}
 
 # Fields whose changed value the config refuses in the walk below, because of a field changed before them; each
 # such check has its own test (tests/test_errors.py). Any other field that fails to change is a failure.
@@ -45,6 +46,7 @@ CANNOT_CHANGE_ALONE = {
     'method.sync': "'adapter' needs plain LoRA, and the walk chose another adapter method",
     'accel.fp8': 'FP8 cannot be combined with the gptq_lora the walk chose',
     'accel.qat': 'QAT cannot be combined with the gptq_lora the walk chose',
+    'data.overlap': "overlap is used only with too_long='split', and the walk chose 'raise' (split refuses the messages format it chose)",
 }
 
 def test_every_field_round_trips_through_the_panel():
