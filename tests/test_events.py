@@ -72,6 +72,10 @@ def test_run_log_routes_each_kind(tmp_path):
     df = read_rollouts(d)
     assert df.to_dict('records') == [{'prompt': 'p', 'reward': 1.0, 'step': 6}]
     assert read_rollouts(d, step=6).equals(df) and read_rollouts(d, step=5).empty and read_rollouts(tmp_path).empty
+    log.write(Rollouts(step=7, rows=[{'prompt': 'q', 'reward': 0.0}, {'prompt': 'r', 'reward': 0.5}]))  # a second step, same folder
+    both = read_rollouts(d)
+    assert list(both.index) == [0, 1, 2] and list(both.step) == [6, 7, 7]  # one frame, numbered afresh
+    assert list(read_rollouts(d, step=7).columns) == ['prompt', 'reward', 'step']  # no index column written
 
 def test_run_log_cleans_values_and_appends(tmp_path):
     log = RunLog(tmp_path)
@@ -99,9 +103,9 @@ def test_bus_sends_to_every_sink(tmp_path):
 def test_callback_emits_and_stops(tmp_path):
     got, stop = [], threading.Event()
     cb = EventCallback(Bus(got.append), stop, config={'c': 1})
-    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=0, max_steps=9, epoch=0.0)
-    cb.on_train_begin(args, state, None)
-    assert got[-1] == RunStart(step=0, run_dir=str(tmp_path), max_steps=9, config={'c': 1}, time=got[-1].time)
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=2, max_steps=9, epoch=0.0)
+    cb.on_train_begin(args, state, None)  # a resumed run starts at its checkpoint's step
+    assert got[-1] == RunStart(step=2, run_dir=str(tmp_path), max_steps=9, config={'c': 1}, time=got[-1].time)
     state.global_step, state.epoch = 3, 0.25
     cb.on_log(args, state, None, logs={'loss': 2.0, 'epoch': 0.25})
     assert (got[-1].kind, got[-1].step, got[-1].epoch, got[-1].values) == ('Metrics', 3, 0.25, {'loss': 2.0})
@@ -111,7 +115,7 @@ def test_callback_emits_and_stops(tmp_path):
     cb.on_step_end(args, state, control); assert not control.should_save and not cb.stopped and len(got) == 3
     stop.set(); cb.on_step_end(args, state, control)
     assert control.should_save and control.should_training_stop and cb.stopped
-    assert got[-1].kind == 'Log' and 'step 3' in got[-1].message
+    assert got[-1].kind == 'Log' and got[-1].step == 3 and 'step 3' in got[-1].message
     control2 = SimpleNamespace(should_save=False, should_training_stop=False)
     cb.on_step_end(args, state, control2); assert not control2.should_save and len(got) == 4  # once only
     cb.on_save(args, state, None)
