@@ -39,7 +39,7 @@ def losses(run_dir) -> dict:
 
 def in_child(fn, *args) -> int:
     "Run `fn(*args)` in a forked child; its exit code (-9 when it was SIGKILLed)."
-    p = FORK.Process(target=fn, args=args); p.start(); p.join(120)
+    p = FORK.Process(target=fn, args=args); p.start(); p.join(600)
     if p.is_alive(): p.kill(); p.join(); raise AssertionError('child hung')
     return p.exitcode
 
@@ -124,11 +124,12 @@ def _train_slow(cfg_json:str): ftnb.train(RunConfig.model_validate_json(cfg_json
 def _start_and_signal(cfg, *sigs):
     p = FORK.Process(target=_train_slow, args=(cfg.model_dump_json(),)); p.start()
     m = cfg.run_dir/'metrics.jsonl'
-    for _ in range(600):
+    for _ in range(3000):  # up to 300 s: a loaded 2-core machine
         if m.exists() and len(read_jsonl(m)) >= 3: break
         time.sleep(0.1)
+    else: p.kill(); p.join(); raise AssertionError('the child never logged 3 steps')
     for s in sigs: os.kill(p.pid, s); time.sleep(0.05)   # apart: two pending signals of one kind would merge into one
-    p.join(120); return p.exitcode
+    p.join(300); return p.exitcode
 
 def test_sigterm_checkpoints_stops_and_resumes(tmp_path):
     cfg = cfg_for(tmp_path, 'term', max_steps=200, save_steps=100)
