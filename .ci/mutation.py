@@ -37,8 +37,8 @@ def run(mod:str) -> dict:
     status = dict(re.findall(r'^\s*(\S+): (\w[\w ]*)$', res, re.M))
     src = (tmp/'ftnb'/f'{mod}.py').read_text()
     docs = {m for m in status if _is_docstring(tmp, env, mutmut, m)} if status else set()
-    killed = sum(s == 'killed' for s in status.values())
-    survived = sorted(m for m, s in status.items() if s != 'killed')
+    killed = sum(s in ('killed', 'timeout') for s in status.values())  # a mutant that hangs the tests is caught too
+    survived = sorted(m for m, s in status.items() if s not in ('killed', 'timeout'))
     out = {'module': mod, 'mutants': len(status), 'killed': killed, 'score': round(killed / max(len(status), 1), 3),
            'survived_docstring': sorted(m for m in survived if m in docs), 'survived': sorted(m for m in survived if m not in docs),
            'statuses': {s: sum(v == s for v in status.values()) for s in set(status.values())}, 'seconds': round(time.time() - t0)}
@@ -49,7 +49,7 @@ def _is_docstring(tmp, env, mutmut, m) -> bool:
     "True when mutant `m` only changes a docstring (mutmut marks string mutants with XX...XX)."
     diff = subprocess.run([mutmut, 'show', m], cwd=tmp, env=env, capture_output=True, text=True).stdout
     plus = [l for l in diff.splitlines() if l.startswith('+') and not l.startswith('+++')]
-    return len(plus) == 1 and re.fullmatch(r'\+\s*"XX.*XX"\s*', plus[0]) is not None
+    return len(plus) == 1 and re.fullmatch(r'\+\s*".*"\s*', plus[0]) is not None  # a one-line docstring, changed
 
 if __name__ == '__main__':
     mods = sys.argv[1:] or list(MODULES)
