@@ -211,7 +211,7 @@ def _side_html(self:Dashboard) -> str:
     "The status line and the health hints, as HTML."
     d = self.data
     st = status_text(d) if d.dir is not None or d.status else f"running, step {d.rows[-1]['step'] if d.rows else 0}" + (f'/{d.max_steps}' if d.max_steps > 0 else '')
-    return f"<div class='ftnb-dash-status'><b>{st}</b></div>" + hints_html(health(d.rows[-50:], d.config))
+    return f"<div class='ftnb-dash-status'><b>{st}</b></div>" + hints_html(health(d.rows[-50:], d.config), d.status)
 
 def _draw_side(self:Dashboard, new_figs:bool=False):
     "Update the status and hints, and the rollout browser; add new figures to the grid."

@@ -384,9 +384,11 @@ def health(rows:list[dict], config:dict|None=None) -> list[Hint]:
     hs = [hint_nan(rows), hint_grad(rows), hint_eval(rows), hint_zero_std(rows), hint_length(rows, max_len)]
     return [h for h in hs if h]
 
-def hints_html(hints:list[Hint]) -> str:
+def hints_html(hints:list[Hint],
+               status:str|None=None, # the run's status: after a failure or a kill, no "no warnings" line beside the error
+              ) -> str:
     "Hints as an HTML list (class `ftnb-hints`); a quiet line when all is well."
-    if not hints: return "<div class='ftnb-hints' style='color:#2a7'>no warnings</div>"
+    if not hints: return '' if status in ('failed', 'killed') else "<div class='ftnb-hints' style='color:#2a7'>no warnings</div>"
     col = {'error': '#c0392b', 'warn': '#b9770e'}
     li = ''.join(f"<li style='color:{col.get(h.level, '#333')}'><b>{h.level}</b>: {html.escape(h.message)}</li>" for h in hints)
     return f"<div class='ftnb-hints'><ul style='margin:4px 0'>{li}</ul></div>"
@@ -458,7 +460,7 @@ def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', nam
           if steps else '')
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ftnb: {html.escape(run_dir.name)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:1200px;margin:auto'><h1>ftnb run: {html.escape(run_dir.name)}</h1>"
-            f"<p class='ftnb-status'><b>status</b>: {html.escape(status_text(d))}</p>{summary}{hints_html(health(d.rows, d.config))}"
+            f"<p class='ftnb-status'><b>status</b>: {html.escape(status_text(d))}</p>{summary}{hints_html(health(d.rows, d.config), d.status)}"
             f"<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px'>{''.join(body)}</div>"
             f"{ro}<h2>Config</h2><pre>{html.escape(_config_text(d))}</pre></body></html>")
     out = run_dir/name; out.write_text(page)

@@ -367,3 +367,12 @@ def test_live_update_is_cheaper_than_a_rebuild():
     build = best(lambda: viz.sync_all(viz.grid_figure(GRPO_VIEWS), traces))
     update = best(lambda: viz.sync_all(g, traces))
     assert update < build / 3, (update, build)  # measured about 8x under load on 2 cores; a rebuild per update would be 1x
+
+def test_a_failed_run_shows_its_error_without_no_warnings(tmp_path):
+    "Issue 10: a failure is shown once, never beside a green 'no warnings'."
+    import json
+    d = shutil.copytree(SFT, tmp_path/'run')  # a run with no health hint: the case where 'no warnings' would show
+    (d/'result.json').write_text(json.dumps({'status': 'failed', 'step': 3, 'error': 'ConfigError: boom'}))
+    side = open_run(d, mode='handle').side_html()
+    assert not health(load_run(d).rows, load_run(d).config) and 'failed' in side and 'boom' in side and 'no warnings' not in side
+    assert 'no warnings' not in write_report(d).read_text()
