@@ -70,15 +70,32 @@ def _train_and_die(cfg_json:str, how:str, at:int):
 def straight(tmp_path_factory):
     "The uninterrupted run every trial is compared with (same seed), and its duration in a child."
     d = tmp_path_factory.mktemp('straight')
-    t0 = time.time(); assert in_child(_train_and_die, cfg_for(d, 'ref').model_dump_json(), 'none', 0) == 0
-    run = d/'ref'
-    return dict(dir=run, secs=time.time() - t0, losses=losses(run), weights=load_file(run/'final'/'model.safetensors'))
+    cfg = cfg_for(d, 'ref')
+    p = FORK.Process(target=_train_and_die, args=(cfg.model_dump_json(), 'none', 0)); p.start()
+    wait_for_step(cfg.run_dir, p); t0 = time.time()
+    wait_for_step(cfg.run_dir, p, STEPS); secs = time.time() - t0
+    p.join(600); assert p.exitcode == 0, p.exitcode
+    run = cfg.run_dir
+    # secs: from the first logged step to the last, the span a random kill is drawn from (start-up is not counted: on a
+    # loaded 2-core machine it varies from 2 to 20 s, and kills drawn over it landed before the first step)
+    return dict(dir=run, secs=secs, losses=losses(run), weights=load_file(run/'final'/'model.safetensors'))
+
+def wait_for_step(run_dir:Path, p, step:int=1, secs:float=300):
+    "Wait until the child `p` has logged `step` into run_dir/metrics.jsonl (up to `secs`: a loaded 2-core machine)."
+    m, t0 = run_dir/'metrics.jsonl', time.time()
+    while time.time() - t0 < secs:
+        if m.exists() and any(r.get('step', 0) >= step for r in read_jsonl(m)): return
+        if not p.is_alive(): raise AssertionError(f'the child ended (exit {p.exitcode}) before logging step {step}')
+        time.sleep(0.02)
+    p.kill(); p.join(); raise AssertionError(f'the child never logged step {step} in {secs} s')
 
 def _trial(tmp_path, straight, i:int, how:str, rng:random.Random) -> str:
     cfg = cfg_for(tmp_path, f'trial-{i}')
     if how == 'random':
+        # a random moment of training: after the first logged step, anywhere up to the straight run's last step
         p = FORK.Process(target=_train_and_die, args=(cfg.model_dump_json(), how, 0)); p.start()
-        time.sleep(rng.uniform(0.15, 1.0) * straight['secs']); os.kill(p.pid, signal.SIGKILL); p.join()
+        wait_for_step(cfg.run_dir, p)
+        time.sleep(rng.uniform(0, 1.0) * straight['secs']); os.kill(p.pid, signal.SIGKILL); p.join()
     else: assert in_child(_train_and_die, cfg.model_dump_json(), how, rng.randint(2, STEPS)) == -signal.SIGKILL
     d = cfg.run_dir
     if not (d/'result.json').exists(): return 'before the claim'
@@ -111,7 +128,10 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, straight):
     t0 = time.time()
     for i, how in enumerate(kinds): seen.append((how, _trial(tmp_path, straight, i, how, rng)))
     print(f'{len(kinds)} trials in {time.time() - t0:.0f} s:', seen)
-    assert sum(s.startswith('resumed') for _, s in seen) >= 12 and any(h == 'random' and s.startswith('resumed') for h, s in seen), seen
+    # a kill inside save k (k >= 2) or before rotation k leaves checkpoint k-1 whole: every one of those resumes
+    assert all(s.startswith('resumed') for h, s in seen if h != 'random'), seen
+    # random moments may fall before the first checkpoint is whole (or, on a loaded machine, after the end); most resume
+    assert sum(s.startswith('resumed') for h, s in seen if h == 'random') >= 5, seen
 
 # ---------------------------------------------------------------------------------------------------------- SIGTERM
 class Slow(TrainerCallback):
@@ -119,10 +139,15 @@ class Slow(TrainerCallback):
     def on_step_end(self, args, state, control, **kw): time.sleep(0.2)
     def on_save(self, args, state, control, **kw): time.sleep(0.5)
 
-def _train_slow(cfg_json:str): ftnb.train(RunConfig.model_validate_json(cfg_json), callbacks=[Slow()])
+def _train_slow(cfg_json:str, ignore:tuple=()):
+    # the child starts with a terminal's handlers, whatever pytest was started under (`nohup` ignores SIGHUP, a
+    # background job SIGINT); `ignore` lists the signals to ignore, as nohup or a background job would
+    for s in (signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_IGN if s in ignore else signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if signal.SIGINT in ignore else signal.default_int_handler)
+    ftnb.train(RunConfig.model_validate_json(cfg_json), callbacks=[Slow()])
 
-def _start_and_signal(cfg, *sigs):
-    p = FORK.Process(target=_train_slow, args=(cfg.model_dump_json(),)); p.start()
+def _start_and_signal(cfg, *sigs, ignore=()):
+    p = FORK.Process(target=_train_slow, args=(cfg.model_dump_json(), ignore)); p.start()
     m = cfg.run_dir/'metrics.jsonl'
     for _ in range(3000):  # up to 300 s: a loaded 2-core machine
         if m.exists() and len(read_jsonl(m)) >= 3: break
@@ -154,6 +179,13 @@ def test_sighup_stops_like_sigterm(tmp_path):
     cfg = cfg_for(tmp_path, 'hup', max_steps=200, save_steps=100)
     assert _start_and_signal(cfg, signal.SIGHUP) == 0
     assert runs.read_result(cfg.run_dir)['status'] == 'stopped'
+
+def test_sighup_under_nohup_stays_ignored(tmp_path):
+    "Started under nohup (SIGHUP ignored), a hang-up neither stops nor kills the run: it trains to the end."
+    cfg = cfg_for(tmp_path, 'nohup', max_steps=12, save_steps=100)
+    assert _start_and_signal(cfg, signal.SIGHUP, ignore=(signal.SIGHUP,)) == 0
+    r = runs.read_result(cfg.run_dir)
+    assert (r['status'], r['step']) == ('finished', 12), r
 
 def test_signal_handlers_only_on_the_main_thread():
     flag, seen = threading.Event(), []
