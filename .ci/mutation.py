@@ -10,15 +10,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = {  # module -> the pytest files that test it directly (fast, no browser, no GPU)
-    'config': ['tests/test_config.py'],  # test_errors.py trains models in some rows: minutes per mutant
+    'config': ['tests/test_config.py', 'tests/test_errors.py'],  # without the rows that train (SKIP)
     'data': ['tests/test_data.py'],
     'rewards': ['tests/test_rewards.py'],
     'events': ['tests/test_events.py'],
     'runs': ['tests/test_runs.py'],  # kill trials: hours on 2 cores; run it on a larger machine
 }
 SKIP = {  # tests that train a model: each takes seconds, and mutmut runs them for every mutant they cover
-    'data': 'not trainer and not packing_keeps',
-    'rewards': 'not grpo_trainer',
+    'data': ['-k', 'not trainer and not packing_keeps'],
+    'rewards': ['-k', 'not grpo_trainer'],
+    'config': ['-m', 'not gpu and not trains'],
 }
 
 def run(mod:str) -> dict:
@@ -27,7 +28,7 @@ def run(mod:str) -> dict:
     with open(tmp/'pyproject.toml', 'a') as f:
         f.write(f'\n[tool.mutmut]\nsource_paths = ["ftnb/{mod}.py"]\nalso_copy = ["ftnb/", "tests/", "docs/", "nbs/", "README.md", ".ci/"]\n'
                 f'pytest_add_cli_args_test_selection = {json.dumps(MODULES[mod])}\n'
-                + (f'pytest_add_cli_args = {json.dumps(["-k", SKIP[mod]])}\n' if mod in SKIP else ''))
+                + (f'pytest_add_cli_args = {json.dumps(SKIP[mod])}\n' if mod in SKIP else ''))
     mutmut = str(Path(sys.executable).parent/'mutmut')
     # tests/conftest.py points subprocesses at the mutated copy (PYTHONPATH) once mutmut has set MUTANT_UNDER_TEST
     env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')

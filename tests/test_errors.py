@@ -219,7 +219,14 @@ def doc_rows() -> dict[str, str]:
         if line.startswith('| ') and parts[0].lstrip('| ').isdigit(): out[parts[1]] = parts[2].rstrip(' |').strip('`').replace('\\|', '|')
     return out
 
-@pytest.mark.parametrize('what,fn', CASES, ids=[c[0] for c in CASES])
+# rows that load a model and train or adapt it (seconds each): `-m "not trains"` leaves the config and data rows, which
+# the mutation run (.ci/mutation.py) repeats for every mutant
+TRAINS = {_second_run, _resume_changed_r, _nan_loss, _rewards_none, _resume}
+def _param(what, fn):
+    slow = fn in TRAINS or what == "a target module the model does not have"
+    return pytest.param(what, fn, id=what, marks=[pytest.mark.trains] if slow else [])
+
+@pytest.mark.parametrize('what,fn', [_param(*c) for c in CASES])
 def test_case(what, fn, tmp_path):
     msg = message(fn, tmp_path)
     assert 'Traceback' not in msg
