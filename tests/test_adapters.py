@@ -191,3 +191,11 @@ def test_modules_to_save_holding_adapters_is_refused(parent):
 def test_large_adapter_share_warns():
     with pytest.warns(UserWarning, match=r"adapter.r=512 trains 88% .* Fix: lower adapter.r"):
         adapters.apply(tiny_model(), cfg(r=512))
+
+@pytest.mark.parametrize('cuda,bf16,want', [(False, False, torch.float32), (True, True, torch.bfloat16), (True, False, torch.float16)])
+def test_auto_dtype_on_each_kind_of_machine(monkeypatch, cuda, bf16, want):
+    "`model.dtype='auto'`: fp32 on a CPU, bf16 on a GPU that has it (Ampere and newer), fp16 on an older GPU (the GPU answers are faked)."
+    from ftnb.models import resolve_dtype
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    assert resolve_dtype('auto') == want and resolve_dtype('float16') == torch.float16

@@ -42,9 +42,24 @@ def test_readme_shell_path(tmp_path):
 def test_package_train_is_the_entry_point():
     "`ftnb.train` is the one entry point the README names, and it takes every method (it dispatches GRPO too)."
     import inspect
+    from ftnb import entry
     assert callable(ftnb.train) and list(inspect.signature(ftnb.train).parameters)[:1] == ['cfg']
-    src = inspect.getsource(inspect.getmodule(ftnb.train))
-    assert 'grpo' in src  # the module behind ftnb.train hands GRPO configs on
+    assert ftnb.train is entry.train
+
+def test_cli_and_package_reach_the_same_trainer(monkeypatch, tmp_path):
+    "`ftnb train` (the CLI) and `ftnb.train` hand an SFT config to ftnb.sft.train and a GRPO config to ftnb.grpo.train."
+    from ftnb import grpo, sft
+    from ftnb.cli import run
+    from ftnb.runs import RunResult
+    seen = []
+    def stand_in(name):
+        def train(cfg, *a, **kw): seen.append((name, cfg.method.name)); return RunResult(tmp_path, 'finished', 0)
+        return train
+    monkeypatch.setattr(sft, 'train', stand_in('sft')); monkeypatch.setattr(grpo, 'train', stand_in('grpo'))
+    (tmp_path/'g.yaml').write_text('method:\n  name: grpo\n'); (tmp_path/'s.yaml').write_text('train:\n  lr: 1e-4\n')
+    for name in ('s.yaml', 'g.yaml'): assert run(['train', str(tmp_path/name)]) == 0
+    ftnb.train(ftnb.RunConfig()); ftnb.train(ftnb.RunConfig.model_validate({'method': {'name': 'grpo'}}))
+    assert seen == [('sft', 'sft'), ('grpo', 'grpo')] * 2, seen
 
 def test_fms_json_runs_as_it_is(tmp_path):
     fms = {'model_name_or_path': 'tiny-qwen2', 'training_data_path': 'toy:prompt_completion', 'output_dir': 'out/fms-run',

@@ -63,6 +63,20 @@ def test_hf_left_padding_greedy_and_logprobs(tok):
     ref = logits.log_softmax(-1).gather(-1, seq[0, len(short):, None])[:, 0]
     assert torch.allclose(torch.tensor(out.logprobs[0][0]), ref, atol=1e-4)
 
+@pytest.mark.parametrize('top_k,top_p', [(5, 1.0), (0, 0.6)])
+def test_hf_logprobs_after_top_k_and_top_p(tok, top_k, top_p):
+    "The log-probs are those of the processed distribution (temperature, then top-k / top-p), as vLLM's processed_logprobs."
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    m, short, T = tiny(tok), tok('5=')['input_ids'], 0.9
+    out = HFEngine(m, tok).generate([short], max_tokens=4, temperature=T, top_p=top_p, top_k=top_k, seed=0, logprobs=True)
+    seq = torch.tensor([short + out[0][0]])
+    warp = LogitsProcessorList([TemperatureLogitsWarper(T)] + ([TopKLogitsWarper(top_k)] if top_k else []) + ([TopPLogitsWarper(top_p)] if top_p < 1 else []))
+    with torch.no_grad(): logits = m(seq).logits[0]
+    ref = torch.stack([warp(seq[:, :i], logits[None, i - 1])[0].log_softmax(-1)[seq[0, i]] for i in range(len(short), seq.shape[1])])
+    plain = (logits[len(short) - 1:-1] / T).log_softmax(-1).gather(-1, seq[0, len(short):, None])[:, 0]
+    assert torch.allclose(torch.tensor(out.logprobs[0][0]), ref, atol=1e-4)
+    assert not torch.allclose(ref, plain, atol=1e-3)  # the cut changes the numbers: a check against logits / T would fail
+
 def test_hf_phases(tok):
     e = HFEngine(tiny(tok), tok)
     e.generate([[1, 2]], max_tokens=2)
@@ -100,9 +114,29 @@ def test_choose_sync_and_rank(tok):
     assert choose_sync(lora(tok, use_dora=True)) == 'merge'
     assert choose_sync(lora(tok, modules_to_save=['lm_head'])) == 'merge'
     with pytest.raises(ConfigError, match='aLoRA'): choose_sync(lora(tok, alora_invocation_tokens=[5]))
+
     assert lora_rank(tiny(tok)) == 0 and lora_rank(lora(tok)) == 8
     assert lora_rank(get_peft_model(tiny(tok), LoraConfig(r=4, target_modules=['q_proj', 'v_proj'], rank_pattern={'v_proj': 20}))) == 32
     with pytest.raises(ConfigError, match='512'): lora_rank(get_peft_model(tiny(tok), LoraConfig(r=600, target_modules=['q_proj'])))
+
+def test_choose_sync_on_a_quantized_base(tok):
+    "A 4-bit or GPTQ base cannot take merged weights: plain LoRA syncs the adapter, DoRA is refused (CPU: the quantizer is faked)."
+    from types import SimpleNamespace
+    def quantized(m, how):
+        m.get_base_model().hf_quantizer = SimpleNamespace(quantization_config=SimpleNamespace(quant_method=how)); return m
+    for how in ('bitsandbytes', 'gptq'):
+        assert E.quant_method(quantized(lora(tok), how)) == how
+        assert choose_sync(quantized(lora(tok), how)) == 'adapter'
+        with pytest.raises(ConfigError, match='quantized'): choose_sync(quantized(lora(tok, use_dora=True), how))
+
+def test_start_error_names_the_memory_field():
+    "vLLM's memory complaint at start-up becomes a ConfigError naming gpu_memory_utilization; other errors pass as they are."
+    spec = EngineSpec('m', 'bfloat16', 128, 0.3, True, 0, 8, 0, None, False, {})
+    e = E._start_error(ValueError('No available memory for the cache blocks. Try increasing `gpu_memory_utilization`'), spec)
+    assert isinstance(e, ConfigError) and 'method.gpu_memory_utilization' in str(e) and '0.3' in str(e)
+    e = E._start_error(ValueError('insufficient KV cache for max_model_len'), spec)
+    assert isinstance(e, ConfigError)
+    other = RuntimeError('something else'); assert E._start_error(other, spec) is other
 
 def test_hf_weights_names(tok):
     plain = [n for n, _ in tiny(tok).named_parameters()]

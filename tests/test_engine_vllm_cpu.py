@@ -135,9 +135,23 @@ def test_reuse_replace_shutdown(eng, tiny_path, prompts, tok):
     pm = lora_model(tiny_path, seed=5)
     other.sync(pm)
     assert greedy(other, prompts) == greedy(HFEngine(pm, tok), prompts)
-    shutdown_engine()
-    assert E.current_engine() is None and other.llm is None
+    hf = get_engine(pm, engine='hf', tokenizer=tok)      # asking for HF shuts the vLLM engine down first
+    assert isinstance(hf, HFEngine) and E.current_engine() is hf and other.llm is None
     assert [p['name'] for p in other.drain_phases()][-1] == 'shutdown'
+    shutdown_engine()
+    assert E.current_engine() is None
+
+def test_failed_start_is_torn_down(tiny_path, monkeypatch):
+    "vLLM failing at start-up (here: out of KV cache memory) tears its distributed state down and says which field to change."
+    import vllm
+    from vllm.distributed import parallel_state
+    cleaned = []
+    def no_memory(*a, **k): raise ValueError('No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.')
+    monkeypatch.setattr(vllm, 'LLM', no_memory)
+    monkeypatch.setattr(parallel_state, 'cleanup_dist_env_and_memory', lambda *a, **k: cleaned.append(1))
+    shutdown_engine()
+    with pytest.raises(ConfigError, match='method.gpu_memory_utilization'): get_engine(str(tiny_path), engine='vllm', max_model_len=64)
+    assert cleaned == [1]
 
 def test_small_heads_are_a_config_error(tok, tmp_path):
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,

@@ -1,6 +1,7 @@
 "GRPO on the CPU: the run folder (rollouts and timeline every step), the checks before a run starts, stop and resume, and the demo's reward climbing."
 import threading, time
 
+import pandas as pd
 import pytest
 import ftnb
 import torch
@@ -29,6 +30,14 @@ def test_rollouts_and_timeline_every_step(tmp_path):
     assert ROLLOUT_COLS <= set(df.columns)
     assert df.groupby('step').size().to_dict() == {s: 8 for s in (1, 2, 3, 4)}  # one file per step, every completion
     assert sorted(p.name for p in (res.run_dir/'rollouts').iterdir()) == [f'step-{s:06d}.parquet' for s in (1, 2, 3, 4)]
+    # readable without ftnb, by pandas alone (the rollout files are plain parquet)
+    plain = pd.concat([pd.read_parquet(f) for f in sorted((res.run_dir/'rollouts').iterdir())])
+    assert len(plain) == len(df) and ROLLOUT_COLS <= set(plain.columns)
+    # batch 8 with num_generations=4: 2 distinct prompts per step, 4 completions each
+    assert all(g.prompt.nunique() == 2 and (g.groupby('prompt').size() == 4).all() for _, g in df.groupby('step'))
+    # the rollouts go to parquet only: no event line in events.jsonl carries them
+    kinds = {r.get('kind') for r in read_jsonl(res.run_dir/'events.jsonl')}
+    assert 'RunStart' in kinds and 'Rollouts' not in kinds, kinds
     one = df[df.step == 1]
     assert one.prompt.str.fullmatch(r'\d+\+\d+=').all() and (one.length.between(1, 4)).all()
     total = one['rewards/exact_answer'] + 0.5 * one['rewards/numeric_answer']
@@ -42,6 +51,7 @@ def test_rollouts_and_timeline_every_step(tmp_path):
         assert all({'start', 'end', 'mem_gib'} <= set(p) and p['end'] >= p['start'] for p in r['phases'])
         cuda = torch.cuda.is_available()  # no GPU memory to report on a CPU; a number on a CUDA machine
         assert all((p['mem_gib'] is None) != cuda for p in r['phases'])
+        assert 'peak_gib' in r['phases'][-1] and (r['phases'][-1]['peak_gib'] is None) != cuda  # the train phase's peak
     evs = q.drain()
     assert [e.step for e in evs if e.kind == 'Rollouts'] == [1, 2, 3, 4] and [e.step for e in evs if e.kind == 'Timeline'] == [1, 2, 3, 4]
     assert {'reward', 'rewards/exact_answer/mean', 'completions/mean_length'} <= set(read_jsonl(res.run_dir/'metrics.jsonl')[0])
@@ -136,3 +146,12 @@ def test_demo_reward_climbs(tmp_path):
     assert r['reward_last'] > r['reward_first'] + 0.07  # measured: 0.313 -> 0.453 (nbs/15_grpo_demo.ipynb's table); 0.336 -> 0.435 on 2026-12-02
     assert r['after']['accuracy'] >= r['before']['accuracy'] + 0.05  # the prose says it rises: measured 45% -> 57%, and 45% -> 54%
     assert 0.3 <= r['before']['accuracy'] <= 0.6  # "almost half of the sums" after the SFT stage (measured 45%)
+
+def test_eval_path_is_not_silently_ignored(tmp_path):
+    "GRPO has no held-out evaluation yet: a data.eval_path gets a warning that names it, no warning without one."
+    import warnings
+    from ftnb.grpo import prepare
+    cfg = small(tmp_path); cfg.data.eval_path = 'toy:addition_test'
+    with pytest.warns(UserWarning, match="data.eval_path='toy:addition_test' is not used by GRPO"): prepare(cfg)
+    cfg.data.eval_path = None
+    with warnings.catch_warnings(): warnings.filterwarnings('error', message='.*eval_path'); prepare(cfg)

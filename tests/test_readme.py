@@ -26,3 +26,9 @@ def test_import_is_light():
     code = "import sys, ftnb; bad = [m for m in ('torch', 'vllm', 'trl', 'bitsandbytes', 'liger_kernel', 'torchao', 'ipywidgets', 'gptqmodel', 'optimum', 'kernels', 'anywidget', 'flash_attn', 'plotly') if m in sys.modules]; print(bad); assert not bad"
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+def test_python_version_claim():
+    "The README's 'Python 3.11 or newer' is what pyproject.toml requires, and this interpreter (CI's: 3.11) meets it."
+    import tomllib
+    req = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']['requires-python']
+    assert req == '>=3.11' and 'Python 3.11 or newer' in (ROOT/'README.md').read_text() and sys.version_info >= (3, 11)

@@ -85,3 +85,35 @@ def test_first_sigint_sets_stop_second_interrupts():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: SIGINT ignored, and left ignored
         with signals_stop(flag): assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally: signal.signal(signal.SIGINT, prev)
+
+def test_every_trainer_argument_comes_from_one_field():
+    "Each TrainingArguments/SFTConfig value ftnb sets changes with exactly the config field it names, or is a fixed setting."
+    from ftnb.data import sft_kwargs
+    from ftnb.runs import trainer_kwargs
+    def args(cfg, has_eval=True): return {**trainer_kwargs(cfg, has_eval), **sft_kwargs(cfg.data)}
+    base = RunConfig.model_validate({'train': {'max_steps': 10, 'eval_steps': 5}})
+    change = {'train.output_dir': 'elsewhere', 'train.run_name': 'other', 'train.epochs': 3.0, 'train.max_steps': 20,
+              'train.batch_size': 4, 'train.grad_accum': 2, 'train.lr': 1e-3, 'train.lr_scheduler': 'cosine',
+              'train.warmup_ratio': 0.1, 'train.weight_decay': 0.01, 'train.max_grad_norm': 0.5, 'train.logging_steps': 2,
+              'train.eval_steps': 3, 'train.save_steps': 7, 'train.save_total_limit': 5, 'train.seed': 1,
+              'data.max_length': 128, 'data.packing': True, 'data.padding_free': True}
+    moved = {}
+    for field, value in change.items():
+        part, name = field.split('.'); cfg = base.model_copy(deep=True); setattr(getattr(cfg, part), name, value)
+        a, b = args(base), args(cfg)
+        moved[field] = sorted(k for k in a if a[k] != b[k])
+    assert moved == {'train.output_dir': ['output_dir'], 'train.run_name': ['output_dir'], 'train.epochs': ['num_train_epochs'],
+        'train.max_steps': ['max_steps'], 'train.batch_size': ['per_device_eval_batch_size', 'per_device_train_batch_size'],
+        'train.grad_accum': ['gradient_accumulation_steps'], 'train.lr': ['learning_rate'], 'train.lr_scheduler': ['lr_scheduler_type'],
+        'train.warmup_ratio': ['warmup_steps'], 'train.weight_decay': ['weight_decay'], 'train.max_grad_norm': ['max_grad_norm'],
+        'train.logging_steps': ['logging_steps'], 'train.eval_steps': ['eval_steps'], 'train.save_steps': ['save_steps'],
+        'train.save_total_limit': ['save_total_limit'], 'train.seed': ['data_seed', 'seed'], 'data.max_length': ['max_length'],
+        'data.packing': ['packing'], 'data.padding_free': ['max_length', 'padding_free']}, moved
+    # the rest: an eval set or not, the machine (CPU here), or fixed settings that ftnb needs as they are
+    a, no_eval = args(base), args(base, has_eval=False)
+    assert {k for k in a if a[k] != no_eval[k]} == {'eval_strategy', 'metric_for_best_model'}
+    machine = {'use_cpu': True, 'bf16': False, 'fp16': False, 'gradient_checkpointing': False}  # CPU: fp32, no checkpointing
+    fixed = {'logging_first_step': True, 'save_strategy': 'steps', 'report_to': 'none', 'dataloader_num_workers': 0, 'packing_strategy': 'bfd',
+             'completion_only_loss': False, 'assistant_only_loss': False, 'use_liger_kernel': False}
+    assert {k: a[k] for k in machine} == machine and {k: a[k] for k in fixed} == fixed
+    assert set(a) == {k for v in moved.values() for k in v} | {'eval_strategy', 'metric_for_best_model'} | set(machine) | set(fixed)

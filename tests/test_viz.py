@@ -376,3 +376,13 @@ def test_a_failed_run_shows_its_error_without_no_warnings(tmp_path):
     side = open_run(d, mode='handle').side_html()
     assert not health(load_run(d).rows, load_run(d).config) and 'failed' in side and 'boom' in side and 'no warnings' not in side
     assert 'no warnings' not in write_report(d).read_text()
+
+def test_viz_imports_no_widgets():
+    "`ftnb.viz` draws with plain plotly: importing it (in a fresh process) loads neither ipywidgets nor anywidget."
+    code = "import sys, ftnb.viz; bad = {'ipywidgets', 'anywidget'} & set(sys.modules); assert not bad, bad; assert 'plotly' in sys.modules"
+    subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+
+def test_figurewidget_carries_plotlys_bundle():
+    "Why the live view uses one FigureWidget and the report plain figures: each FigureWidget carries plotly's JS, about 4.8 MB."
+    import plotly.graph_objects as go
+    assert 4.0e6 < len(go.FigureWidget()._esm) < 6.0e6
