@@ -81,7 +81,8 @@ def test_hf_phases(tok):
     e = HFEngine(tiny(tok), tok)
     e.generate([[1, 2]], max_tokens=2)
     ph = e.drain_phases()
-    assert [p['name'] for p in ph] == ['generate'] and ph[0]['end'] >= ph[0]['start'] and ph[0]['mem_gib'] is None
+    assert [p['name'] for p in ph] == ['generate'] and ph[0]['end'] >= ph[0]['start']
+    assert (ph[0]['mem_gib'] is None) == (not (torch.cuda.is_available() and torch.cuda.is_initialized()))  # a number once CUDA is up
     assert set(ph[0]) == {'name', 'start', 'end', 'mem_gib'} and e.phases == []
 
 # --- choosing the engine and the sync ---------------------------------------------------------------------------------

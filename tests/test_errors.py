@@ -222,9 +222,14 @@ def doc_rows() -> dict[str, str]:
 # rows that load a model and train or adapt it (seconds each): `-m "not trains"` leaves the config and data rows, which
 # the mutation run (.ci/mutation.py) repeats for every mutant
 TRAINS = {_second_run, _resume_changed_r, _nan_loss, _rewards_none, _resume}
+CPU_ONLY = {"QLoRA on a machine without a GPU", "flash_attention_2 on a machine without a GPU"}  # these errors need no CUDA
 def _param(what, fn):
     slow = fn in TRAINS or what == "a target module the model does not have"
-    return pytest.param(what, fn, id=what, marks=[pytest.mark.trains] if slow else [])
+    marks = [pytest.mark.trains] if slow else []
+    if what in CPU_ONLY:
+        import torch
+        marks.append(pytest.mark.skipif(torch.cuda.is_available(), reason='the error a machine without CUDA gets'))
+    return pytest.param(what, fn, id=what, marks=marks)
 
 @pytest.mark.parametrize('what,fn', [_param(*c) for c in CASES])
 def test_case(what, fn, tmp_path):
