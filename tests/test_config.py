@@ -103,3 +103,37 @@ def test_config_file_faults_are_config_errors(tmp_path, name, raw):
     p.mkdir() if raw is None else p.write_bytes(raw)
     with pytest.raises(C.ConfigError) as e: C.load(p)
     assert e.value.field == 'config file' and str(p) in str(e.value)
+
+@pytest.mark.parametrize('key,value,given,want', [
+    ('peft_method', None, {}, 'full'), ('peft_method', 'none', {}, 'full'), ('peft_method', 'LoRA', {}, 'lora'),
+    ('peft_method', 'alora', {}, 'alora'),
+    ('auto_gptq', [], {'peft_method': 'lora'}, None), ('auto_gptq', ['triton_v2'], {'peft_method': 'lora'}, 'gptq_lora'),
+    ('bnb_qlora', ['nf4'], {'peft_method': 'LORA'}, 'qlora'), ('bnb_qlora', None, {}, None),
+    ('padding_free', ['huggingface'], {}, True), ('padding_free', [], {}, False), ('padding_free', True, {}, True),
+    ('fast_kernels', [True, True, True], {}, True), ('fast_kernels', [False], {}, False), ('fast_kernels', 0, {}, False),
+    ('use_flash_attn', True, {}, 'flash_attention_2'), ('use_flash_attn', False, {}, 'sdpa'),
+    ('resume_from_checkpoint', True, {}, 'latest'), ('resume_from_checkpoint', 'out/checkpoint-5', {}, 'out/checkpoint-5'),
+    ('resume_from_checkpoint', False, {}, None), ('resume_from_checkpoint', '', {}, None),
+    ('torch_dtype', 'bf16', {}, 'bfloat16'), ('torch_dtype', 'fp16', {}, 'float16'), ('torch_dtype', 'fp32', {}, 'float32'),
+    ('torch_dtype', 'bfloat16', {}, 'bfloat16'),
+    ('target_modules', 'q_proj', {}, ['q_proj']), ('target_modules', ['q_proj', 'v_proj'], {}, ['q_proj', 'v_proj']),
+    ('modules_to_save', 'lm_head', {}, ['lm_head']), ('learning_rate', 1e-4, {}, 1e-4)])
+def test_fms_value_each_branch(key, value, given, want):
+    "One fms-hf-tuning value in ftnb's spelling: each branch of the mapping, both ways where it has two."
+    assert C._fms_value(key, value, given) == want
+
+@pytest.mark.parametrize('key,value,given,msg', [
+    ('peft_method', 'pt', {}, "peft_method='pt': ftnb does not support this peft_method. Fix: use 'lora', 'alora' or None (full fine-tuning)"),
+    ('auto_gptq', ['triton_v2'], {'peft_method': None}, "auto_gptq=['triton_v2']: fms-hf-tuning's quantized LoRA runs with peft_method 'lora' only. Fix: set peft_method to 'lora'"),
+    ('bnb_qlora', ['nf4'], {}, "bnb_qlora=['nf4']: fms-hf-tuning's quantized LoRA runs with peft_method 'lora' only. Fix: set peft_method to 'lora'")])
+def test_fms_value_refusals(key, value, given, msg):
+    with pytest.raises(C.ConfigError) as e: C._fms_value(key, value, given)
+    assert str(e.value) == msg and e.value.field == key and e.value.value == value
+
+def test_from_fms_output_dir_and_full():
+    "fms' output_dir is the run folder itself; no peft_method means full fine-tuning; a None value keeps ftnb's default."
+    c = C.from_fms({'model_name_or_path': 'm', 'output_dir': 'out/exp/run-7', 'auto_gptq': None, 'learning_rate': 3e-4})
+    assert (c.train.output_dir, c.train.run_name, c.adapter.method, c.train.lr) == ('out/exp', 'run-7', 'full', 3e-4)
+    assert C.from_fms({'model_name_or_path': 'm', 'peft_method': None}).adapter.method == 'full'
+    d = C.from_fms({'model_name_or_path': 'm', 'peft_method': 'lora', 'bnb_qlora': ['nf4'], 'r': 4})
+    assert (d.adapter.method, d.adapter.r, d.train.output_dir, d.train.run_name) == ('qlora', 4, C.TrainCfg().output_dir, C.TrainCfg().run_name)

@@ -88,6 +88,8 @@ CASES = [
     ("a misspelt field in a YAML config", lambda: C.load(_write('c.yaml', 'adapter:\n  rank: 8\n'))),
     ("an unknown adapter method", lambda: C.load(_write('c.yaml', 'adapter:\n  method: lorra\n'))),
     ("a YAML config that does not parse", lambda: C.load(_write('c.yaml', 'adapter:\n  r: 8\n   alpha: 16\n'))),
+    ("a JSON config that does not parse", lambda: C.load(_write('c.json', '{"train": {"lr": 1e-4,}}'))),
+    ("a config file whose top level is a list", lambda: C.load(_write('c.yaml', '- adapter\n- train\n'))),
     ("a negative learning rate", lambda: C.apply_sets(C.RunConfig(), ['train.lr=-1e-4'])),
     ("`--set` without `=`", lambda: C.apply_sets(C.RunConfig(), ['adapter.r'])),
     ("response_template with chat data", lambda: C.RunConfig(data=C.DataCfg(format='messages', response_template='### Answer:'))),
@@ -209,14 +211,17 @@ def table(tmp_factory) -> str:
             "| # | input | error |", "|---|---|---|"]
     for i, (what, fn) in enumerate(CASES, 1):
         msg = message(fn, tmp_factory()).replace('|', '\\|')
-        rows.append(f"| {i} | {what} | `{msg}` |" if '`' not in msg else f"| {i} | {what} | {msg} |")
+        rows.append(f"| {i} | {what} | `{msg}` |" if '`' not in msg else f"| {i} | {what} | `` {msg} `` |")  # `` keeps inner backticks
     return '\n'.join(rows) + '\n'
 
 def doc_rows() -> dict[str, str]:
     out = {}
     for line in DOC.read_text().splitlines():
         parts = [p.strip() for p in line.split(' | ')]
-        if line.startswith('| ') and parts[0].lstrip('| ').isdigit(): out[parts[1]] = parts[2].rstrip(' |').strip('`').replace('\\|', '|')
+        if line.startswith('| ') and parts[0].lstrip('| ').isdigit():
+            cell = parts[2].rstrip(' |')
+            cell = cell[3:-3] if cell.startswith('`` ') and cell.endswith(' ``') else cell[1:-1]  # one code span, single or double
+            out[parts[1]] = cell.replace('\\|', '|')
     return out
 
 # rows that load a model and train or adapt it (seconds each): `-m "not trains"` leaves the config and data rows, which
