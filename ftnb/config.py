@@ -171,7 +171,7 @@ class AccelCfg(Part):
     fp8: bool = F(False, "FP8 matmuls through torchao float8 training, for full fine-tuning and the frozen base of LoRA "
         "(CUDA GPU of compute capability 8.9 or newer: H100, H200, L4, RTX 4090; needs ftnb[kernels]).")
     qat: bool = F(False, "Quantization-aware training through torchao: the linear layers train on fake-quantized weights (qat_scheme), "
-        "and final/quantized/ gets the real quantized model (needs ftnb[kernels]).")
+        "and final/quantized/ gets the real quantized model (for an adapter: the quantized base, which the adapter in final/ loads onto; needs ftnb[kernels]).")
     qat_scheme: Literal['int8_dynact_int4_weight','int4_weight','int8_weight'] = F('int8_dynact_int4_weight', "QAT only: what the model is "
         "quantized to. int8_dynact_int4_weight = int8 dynamic activations and int4 weights (torchao's QAT recipe for LLMs); int4_weight, int8_weight = weights only.")
     qat_group_size: Literal[16, 32, 64, 128, 256] = F(32, "QAT only: weights that share one quantization scale, along each row: "

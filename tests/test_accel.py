@@ -52,9 +52,14 @@ def test_qat_lora_swaps_trains_and_waits(tmp_path):
     assert probe.quantized == {s: s >= 3 for s in range(10)}, probe.quantized  # plain linears for steps 0-2, fake-quantized from 3
     l = losses(res.run_dir)
     assert len(l) == 10 and falls(l), l
-    saved = AutoModelForCausalLM.from_pretrained(res.run_dir/'final'/'quantized')
-    assert type(saved.model.layers[0].self_attn.q_proj.weight.data).__name__ == 'IntxUnpackedToInt8Tensor'
     assert (res.run_dir/'final'/'adapter_model.safetensors').exists()  # the adapter is saved as before
+    saved = AutoModelForCausalLM.from_pretrained(res.run_dir/'final'/'quantized')  # the quantized base, not merged
+    assert type(saved.model.layers[0].self_attn.q_proj.weight.data).__name__ == 'IntxUnpackedToInt8Tensor'
+    from peft import PeftModel
+    real = PeftModel.from_pretrained(saved, res.run_dir/'final').eval()
+    x = torch.randint(4, 500, (2, 16)); res.model.eval()
+    with torch.no_grad(): fake, out = res.model(x).logits, real(x).logits
+    assert torch.allclose(out, fake, atol=1e-4), (out - fake).abs().max()  # quantized base + adapter = the trained model
 
 
 def test_qat_full_converted_model_matches_fake_quantized(tmp_path):
