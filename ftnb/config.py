@@ -167,9 +167,17 @@ class AccelCfg(Part):
     "Speed and memory options."
     gradient_checkpointing: Literal['auto', True, False] = F('auto', "Recompute activations in backward: less memory, slower backward. "
         "'auto': on for GRPO on a GPU (measured on an H100: about the same step time, 3.5 GiB less at 1.5B), off otherwise.")
-    liger: bool = F(False, "Patch the model with Liger Triton kernels (GPU; needs ftnb[kernels]).")
-    fp8: bool = F(False, "FP8 matmuls through torchao (Hopper GPU; needs ftnb[kernels]).")
-    qat: bool = F(False, "Quantization-aware training through torchao (needs ftnb[kernels]).")
+    liger: bool = F(False, "Patch the model with Liger Triton kernels: fused linear cross-entropy, RMSNorm, RoPE, SwiGLU (CUDA GPU; needs ftnb[kernels]).")
+    fp8: bool = F(False, "FP8 matmuls through torchao float8 training, for full fine-tuning and the frozen base of LoRA "
+        "(CUDA GPU of compute capability 8.9 or newer: H100, H200, L4, RTX 4090; needs ftnb[kernels]).")
+    qat: bool = F(False, "Quantization-aware training through torchao: the linear layers train on fake-quantized weights (qat_scheme), "
+        "and final/quantized/ gets the real quantized model (for an adapter: the quantized base, which the adapter in final/ loads onto; needs ftnb[kernels]).")
+    qat_scheme: Literal['int8_dynact_int4_weight','int4_weight','int8_weight'] = F('int8_dynact_int4_weight', "QAT only: what the model is "
+        "quantized to. int8_dynact_int4_weight = int8 dynamic activations and int4 weights (torchao's QAT recipe for LLMs); int4_weight, int8_weight = weights only.")
+    qat_group_size: Literal[16, 32, 64, 128, 256] = F(32, "QAT only: weights that share one quantization scale, along each row: "
+        "smaller = closer to the unquantized model, more scales to store. It must divide every quantized layer's input size.")
+    qat_after_steps: int = F(0, "QAT only: steps trained unquantized before fake quantization switches on "
+        "(LLaMA-Factory's fake_quant_after_n_steps; 0 = from the first step).", ge=0)
 
 # %% ../nbs/00_config.ipynb #999af048
 LR_WARN = {'adapter': 1e-2, 'full': 1e-3}  # learning rates above these warn: LoRA trains at ~1e-4..5e-4, full fine-tuning at ~1e-5..5e-5
@@ -198,6 +206,10 @@ def _checks(c) -> None:
             raise ConfigError(f'accel.{flag}', True, f"turn accel.{flag} off, or use adapter.method 'lora' or 'full'", f"{flag.upper()} cannot be combined with weight quantization ({a.method})")
     if c.accel.fp8 and c.accel.qat:
         raise ConfigError('accel.qat', True, "choose one of accel.fp8 and accel.qat", "FP8 training and QAT both rewrite the linear layers")
+    q, n = c.accel, c.train.max_steps
+    if q.qat and q.qat_after_steps and n > 0 and q.qat_after_steps >= n:
+        raise ConfigError('accel.qat_after_steps', q.qat_after_steps, f"make it smaller than train.max_steps ({n}), or 0",
+                          "fake quantization would never switch on, and the quantized model saved at the end would not have trained for it")
     if a.method != 'full' and not a.target_modules:
         raise ConfigError('adapter.target_modules', [], "list layer names such as ['q_proj','v_proj'] or use ['all-linear']", "no layers to adapt")
     _check_split(c)

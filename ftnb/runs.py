@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from . import adapters, models
+from . import accel, adapters, models
 from .config import ConfigError, RunConfig, save as save_config, to_dict
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_jsonl
 
@@ -339,7 +339,7 @@ def move_aside(run_dir) -> Path:
 class Run:
     "One training in its run folder: checks, claim, events, signals, atomic checkpoints, guards, result.json."
     def __init__(self, cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None):
-        cfg.check(); check_output_dir(cfg)
+        cfg.check(); check_output_dir(cfg); accel.check(cfg)
         self.cfg, self.dir, self.stop = cfg, cfg.run_dir, stop or threading.Event()
         self.resume, self.move_old = resume_checkpoint(cfg), False
         self._check_owner()
@@ -427,6 +427,7 @@ def _fit(self:Run, trainer) -> RunResult:
     if self.resume is not None:
         check_shapes(trainer.model, self.resume); self._claim()
     self.fitted = trainer
+    accel.prepare(trainer, self.cfg)  # QAT or FP8 layers, before the optimizer is built
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
     if self.resume is not None:  # finish a rotation that a kill cut short
         best = self.dir/'best'
@@ -442,6 +443,7 @@ def _finish(self:Run, trainer, st:str) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     if self.cfg.adapter.method != 'full': adapters.save_adapter(trainer.model, tmp, trainer.processing_class)
     else: trainer.save_model(str(tmp))
+    accel.finish(trainer, self.cfg, tmp)  # a QAT run: final/quantized/
     if final.exists(): final.rename(d/'.final.old')
     tmp.rename(final); shutil.rmtree(d/'.final.old', ignore_errors=True)
     metrics = {k: v for row in trainer.state.log_history for k, v in row.items() if isinstance(v, (int, float))}

@@ -20,7 +20,7 @@ from .events import Checkpoint, EventQueue, Log, Metrics, RunEnd, RunStart
 # %% auto #0
 __all__ = ['TABS', 'SHOW_IF', 'field_paths', 'field_info', 'field_kind', 'field_bounds', 'RewardsInput', 'FieldWidget',
            'field_widget', 'to_yaml', 'to_python', 'linear_layer_names', 'StepClock', 'clock_callback', 'RunControl',
-           'dashboard_class', 'ConfigPanel', 'check_paths']
+           'dashboard_class', 'ConfigPanel', 'check_paths', 'check_machine']
 
 # %% ../nbs/12_widgets.ipynb #66321d4a
 def field_paths() -> list[str]:
@@ -411,7 +411,8 @@ _LORA = ('r', 'alpha', 'dropout', 'target_modules', 'use_rslora', 'modules_to_sa
 SHOW_IF = {  # field -> when it is shown, from the widgets' current values
     **{f'adapter.{n}': (lambda v: v['adapter.method'] != 'full') for n in _LORA},
     'adapter.alora_invocation': lambda v: v['adapter.method'] == 'alora',
-    **{p: (lambda v: v['method.name'] == 'grpo') for p in field_paths() if p.startswith('method.') and p != 'method.name'}}
+    **{p: (lambda v: v['method.name'] == 'grpo') for p in field_paths() if p.startswith('method.') and p != 'method.name'},
+    **{p: (lambda v: v['accel.qat']) for p in field_paths() if p.startswith('accel.qat_')}}
 
 def _at(cfg:RunConfig, path:str) -> Any:
     "The value of a dotted field path in `cfg`."
@@ -490,6 +491,13 @@ def check_paths(cfg:RunConfig) -> ConfigError|None:
     except ConfigError as e: return e
     return None
 
+def check_machine(cfg:RunConfig) -> ConfigError|None:
+    "The error a run would stop at first because an `accel` switch needs a library or a GPU this machine lacks (`ftnb.accel.check`)."
+    from ftnb.accel import check  # FP8 without an FP8 GPU, Liger without CUDA or liger-kernel: shown under the switch, not after Train
+    try: check(cfg)
+    except ConfigError as e: return e
+    return None
+
 def _owner(paths, field:str) -> str|None:
     "The field path that an error's `.field` points into, e.g. 'method.rewards.0.weight' -> 'method.rewards'."
     parts = str(field).split('.')
@@ -513,7 +521,7 @@ def _sync(self):
             try: self._cfg = from_dict(d, source='the panel')
             except ConfigError as e: err = e
         self.warning = str(caught[-1].message) if caught else None
-        err = err or check_paths(self._cfg)
+        err = err or check_paths(self._cfg) or check_machine(self._cfg)
     self.error = err; self._show(); self._refresh()
 
 ConfigPanel._read, ConfigPanel._sync = _read, _sync

@@ -51,8 +51,10 @@ def _tiny(name='r', **train):
     return C.RunConfig.model_validate({'model': {'dtype': 'float32'}, 'data': {'max_samples': 16}, 'adapter': {'method': 'lora', 'r': 8},
         'train': {'output_dir': 'runs', 'run_name': name, 'max_steps': 1, 'batch_size': 4, 'save_steps': 1, **train}})
 
-def _train(cfg, **kw):
-    import ftnb; return ftnb.train(cfg, **kw)
+def _train(cfg, accel_=None, **kw):
+    import ftnb
+    if accel_: cfg = cfg.model_copy(update={'accel': C.AccelCfg(**accel_)}).check()
+    return ftnb.train(cfg, **kw)
 
 def _second_run(): _train(_tiny()); return _train(_tiny(lr=1e-3))
 
@@ -151,6 +153,11 @@ CASES = [
     ("ftnb.sft.train given a GRPO config", lambda: __import__('ftnb.sft').sft.train(C.RunConfig(method=C.MethodCfg(name='grpo')))),
     ("the training loss turns NaN", _nan_loss),
     ("GRPO rewards all None (no reference answers)", _rewards_none),
+    # acceleration (ftnb.accel): what this machine cannot run is refused when the run starts
+    ("FP8 on a machine without an FP8 GPU", lambda: _train(_tiny(), accel_=dict(fp8=True))),
+    ("Liger without liger-kernel installed", lambda: _train(_tiny(), accel_=dict(liger=True))),
+    ("a QAT group size that does not divide the layers", lambda: _train(_tiny(), accel_=dict(qat=True, qat_group_size=64))),
+    ("fake quantization delayed past the last step", lambda: C.RunConfig(accel=C.AccelCfg(qat=True, qat_after_steps=20), train=C.TrainCfg(max_steps=20))),
 ]
 
 def _mkdir(name):

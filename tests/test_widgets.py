@@ -49,8 +49,14 @@ CANNOT_CHANGE_ALONE = {
     'data.overlap': "overlap is used only with too_long='split', and the walk chose 'raise' (split refuses the messages format it chose)",
 }
 
-def test_every_field_round_trips_through_the_panel():
+def _fp8_here() -> bool:
+    "Can this machine train in FP8 (a CUDA GPU of compute capability 8.9+)? The panel refuses accel.fp8 where not."
+    import torch
+    return torch.cuda.is_available() and torch.cuda.get_device_capability(0) >= (8, 9)
+
+def test_every_field_round_trips_through_the_panel(monkeypatch):
     "Change every field the schema accepts a change of; the panel shows it and gives the same config back."
+    monkeypatch.setattr('ftnb.accel.check', lambda cfg: None)  # the schema's round trip, on any machine (FP8, Liger: the test below)
     d, changed, refused = to_dict(RunConfig()), [], []
     for p in field_paths():
         part, name = p.split('.')
@@ -80,7 +86,7 @@ def test_every_field_round_trips_through_the_panel():
 def test_errors_land_by_their_field_and_block_train():
     panel = ConfigPanel(RunConfig(), dashboard=None)
     cases = [('adapter.method', 'gptq_lora', 'model.dtype'), ('train.batch_size', 0, None), ('data.eval_fraction', 1.0, 'data.eval_fraction'),
-             ('data.max_samples', '-3', 'data.max_samples'), ('accel.fp8', True, None)]
+             ('data.max_samples', '-3', 'data.max_samples'), ('accel.fp8', True, None if _fp8_here() else 'accel.fp8')]
     for path, value, where in cases:
         panel.set_config(RunConfig())
         panel.fields[path].input.value = value
@@ -155,3 +161,22 @@ def test_layer_names_load_no_weights(monkeypatch):
     monkeypatch.setattr(safetensors.torch, 'load_file', boom)
     names = linear_layer_names(ModelCfg(name_or_path='tiny-qwen2'))
     assert {'q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'} <= set(names)
+
+
+def test_acceleration_tab_says_why_a_switch_cannot_run_here(monkeypatch):
+    "FP8 and Liger on a machine that cannot run them: the reason shows under the switch, the tab is marked, Train is off."
+    from ftnb import accel
+    monkeypatch.setattr(accel, '_gpu', lambda: ('Tesla T4', (7, 5)))
+    monkeypatch.setattr(accel, 'require', lambda *a, **k: None)  # as if liger-kernel and torchao were installed
+    panel = ConfigPanel(RunConfig(), dashboard=None)
+    panel.fields['accel.fp8'].input.value = True
+    assert panel.error.field == 'accel.fp8' and 'this GPU is Tesla T4, compute capability 7.5' in html.unescape(panel.fields['accel.fp8'].error.value)
+    assert panel.run.train_btn.disabled and 'Acceleration ⚠' in panel.tabs.titles
+    panel.fields['accel.fp8'].input.value = False
+    assert panel.error is None and not panel.run.train_btn.disabled
+    monkeypatch.setattr(accel, '_gpu', lambda: None)
+    panel.fields['accel.liger'].input.value = True
+    assert panel.error.field == 'accel.liger' and 'need a CUDA GPU' in html.unescape(panel.fields['accel.liger'].error.value)
+    assert panel.fields['accel.qat_group_size'].box.layout.display == 'none'  # QAT's own settings show only with QAT on
+    panel.fields['accel.liger'].input.value = False; panel.fields['accel.qat'].input.value = True
+    assert panel.error is None and panel.fields['accel.qat_group_size'].box.layout.display is None
