@@ -43,18 +43,19 @@ SKIP = ('optimizer.pt', 'scheduler.pt', 'trainer_state.json', 'training_args.bin
 # %% ../nbs/10c_exporting.ipynb #c1bc546f
 def _write_adapter(src:Path, cfg:RunConfig, dst:Path):
     "Copy the adapter files and the tokenizer from `src` to `dst`."
-    if cfg.adapter.method == 'full':
-        raise ConfigError('adapter.method', 'full', 'export the whole model instead: ftnb export RUN --merged (or export(run, merged=True))',
-                          'a full fine-tuning run trained every weight, so it has no adapter')
     if missing := [f for f in ('adapter_config.json', 'adapter_model.safetensors') if not (src/f).is_file()]:
         raise ConfigError('RUN', str(src), 'export from a complete checkpoint, or train the run again', f'{", ".join(missing)} missing')
     for p in src.iterdir():
         if p.is_file() and p.name not in SKIP and not p.name.startswith('rng_state'): shutil.copy2(p, dst/p.name)
 
 # %% ../nbs/10c_exporting.ipynb #a8b7a9a3
-def _check_merge(cfg:RunConfig):
-    "A ConfigError, before anything loads, for an adapter that cannot be merged here."
+def _check(cfg:RunConfig, merged:bool):
+    "A ConfigError, before anything is loaded or written, for an export that cannot work here."
     m = cfg.adapter.method
+    if m == 'full' and not merged:
+        raise ConfigError('adapter.method', 'full', 'export the whole model instead: ftnb export RUN --merged (or export(run, merged=True))',
+                          'a full fine-tuning run trained every weight, so it has no adapter')
+    if not merged: return
     if m == 'alora': raise ConfigError('adapter.method', m, 'export the adapter alone (ftnb export RUN) and serve it beside the base (PEFT or vLLM)',
                                        'an aLoRA adapter cannot be merged: it acts only after its invocation tokens')
     if m == 'gptq_lora': raise ConfigError('adapter.method', m, 'export the adapter alone (ftnb export RUN) and serve it on the GPTQ base (vLLM --enable-lora)',
@@ -91,12 +92,16 @@ def export(run,                 # a run folder (train.output_dir/train.run_name)
     "Write a run's adapter alone (PEFT, vLLM), or the merged model shard by shard, with a model card; returns the folder."
     run = Path(run); src = weights_dir(run); cfg = load_config(run/'config.yaml')
     out = _out_dir(run, merged, out, overwrite)
-    if merged: _check_merge(cfg)
-    tmp = out.parent/f'.{out.name}.tmp'; shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    _check(cfg, merged)
+    made, tmp = not out.parent.exists(), out.parent/f'.{out.name}.tmp'
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     try:
         _write_merged(src, cfg, tmp, max_shard_size) if merged else _write_adapter(src, cfg, tmp)
         r = read_result(run) if src.name == 'final' else {'step': int(src.name.split('-')[-1]), 'status': f'checkpoint {src.name}'}
         write_card(tmp, cfg, r.get('step', 0), r.get('metrics') or {}, r.get('status', '?'), merged=merged)
-    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made: shutil.rmtree(out.parent, ignore_errors=True)  # the RUN/export folder this call made
+        raise
     if out.exists(): shutil.rmtree(out)
     return tmp.rename(out)
