@@ -149,7 +149,18 @@ CASES = [
     ("ftnb.sft.train given a GRPO config", lambda: __import__('ftnb.sft').sft.train(C.RunConfig(method=C.MethodCfg(name='grpo')))),
     ("the training loss turns NaN", _nan_loss),
     ("GRPO rewards all None (no reference answers)", _rewards_none),
+    # ftnb export (issue 11)
+    ("`ftnb export` on a run that left no weights", lambda: _cli('export', _run_dir())),
+    ("`ftnb export` of a full fine-tune without --merged", lambda: _cli('export', _run_dir('full', final=True))),
+    ("`ftnb export --out` to a folder that exists", lambda: _cli('export', _run_dir(final=True), '--out', _mkdir('out'))),
+    ("`ftnb export --merged` of a QLoRA run on a CPU", lambda: _cli('export', _run_dir('qlora', final=True), '--merged')),
 ]
+
+def _run_dir(method='lora', final=False):
+    "A run folder with its config.yaml (and an empty final/): export checks these before it loads anything."
+    C.save(C.RunConfig(adapter=C.AdapterCfg(method=method)), Path('run')/'config.yaml')
+    if final: (Path('run')/'final').mkdir()
+    return 'run'
 
 def _mkdir(name):
     Path(name).mkdir(); return name
