@@ -34,6 +34,10 @@ def weights_dir(run) -> Path:
 def _out_dir(run:Path, merged:bool, out, overwrite:bool) -> Path:
     "Where to write: `out`, else RUN/export/adapter or RUN/export/merged; an existing folder only with `overwrite`."
     out = Path(out) if out else run/'export'/('merged' if merged else 'adapter')
+    o, r = out.resolve(), run.resolve()
+    owned = r in o.parents and o.relative_to(r).parts[0].startswith(('final', 'checkpoint-', 'best', 'rollouts', '.'))
+    if o == r or o in r.parents or owned:  # --overwrite would delete the run or its weights
+        raise ConfigError('--out', str(out), f'choose a folder outside {run}, or under {run/"export"}', 'it is the run folder, holds it, or lies in its weights')
     if out.exists() and not overwrite:
         raise ConfigError('--out', str(out), 'choose another folder, or pass --overwrite (overwrite=True) to replace it', 'the folder exists')
     return out
@@ -103,5 +107,6 @@ def export(run,                 # a run folder (train.output_dir/train.run_name)
         shutil.rmtree(tmp, ignore_errors=True)
         if made: shutil.rmtree(out.parent, ignore_errors=True)  # the RUN/export folder this call made
         raise
-    if out.exists(): shutil.rmtree(out)
+    if out.is_dir() and not out.is_symlink(): shutil.rmtree(out)
+    elif out.exists() or out.is_symlink(): out.unlink()
     return tmp.rename(out)

@@ -63,6 +63,9 @@ def test_export_refuses_an_existing_folder(lora_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e: main(['export', str(lora_run.run_dir), '--out', str(out), '--overwrite'])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == str(out) and not (out/'keep.txt').exists()
     assert (out/'adapter_model.safetensors').exists()
+    for bad in (lora_run.run_dir, lora_run.run_dir.parent, lora_run.run_dir/'final', lora_run.run_dir/'checkpoint-3'/'x'):
+        with pytest.raises(ConfigError, match='it is the run folder'): ftnb.export(lora_run.run_dir, out=bad, overwrite=True)
+    assert (lora_run.run_dir/'final'/'adapter_model.safetensors').exists() and (lora_run.run_dir/'checkpoint-3').is_dir()
 
 def test_export_from_a_checkpoint_and_without_weights(lora_run, tmp_path):
     "An interrupted run exports its newest checkpoint; a run with no weights gets an error naming the folder and the fix."
