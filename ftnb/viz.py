@@ -14,6 +14,7 @@ from typing import Callable, Literal, get_args, get_origin
 import numpy as np
 import plotly.graph_objects as go
 
+from .card import write_card
 from .config import RunConfig
 from .runs import ckpt_dirs, read_result, status as run_status
 from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart, Timeline, from_dict, read_jsonl, read_rollouts
@@ -537,8 +538,17 @@ def config_html(d:RunData) -> str:
             f"run with adapter {html.escape(str((cfg.get('adapter') or {}).get('method')))} (the whole config is in config.yaml).</p>") if out else ''
     return f"<pre class='ftnb-config'>{html.escape(yaml.safe_dump(kept, sort_keys=False))}</pre>{note}"
 
+def _card(d:RunData) -> str:
+    "Write the model card into the run's final/ (a run saved before ftnb wrote cards has PEFT's or TRL's); a line linking it."
+    if d.dir is None or not (d.dir/'final').is_dir(): return ''
+    try: cfg = RunConfig.model_validate(d.config)
+    except Exception: return ''  # a config of another ftnb version: leave the card that is there
+    r = read_result(d.dir)
+    p = write_card(d.dir/'final', cfg, r.get('step', 0), r.get('metrics') or {}, r.get('status', d.status or '?'))
+    return f"<p class='ftnb-card'>model card: <a href='final/README.md'>{html.escape(str(p.relative_to(d.dir)))}</a></p>"
+
 def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', name:str='report.html') -> Path:
-    "Write a self-contained HTML report of a run folder (summary, hints, the live view's figures, last rollouts, config) into it."
+    "Write a self-contained HTML report of a run folder (summary, hints, the live view's figures, last rollouts, config) into it, and final/README.md."
     run_dir = Path(run_dir); d = load_run(run_dir)
     figs = list(figures_of(d).values()) if figures is None else figures  # the same views and traces as the live Dashboard
     body = [f"<div class='ftnb-fig'>{f.to_html(full_html=False, include_plotlyjs=(i == 0), config={'displaylogo': False})}</div>"
@@ -550,6 +560,6 @@ def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', nam
             f"<body style='font-family:sans-serif;max-width:1200px;margin:auto'><h1>ftnb run: {html.escape(run_dir.name)}</h1>"
             f"<p class='ftnb-status'><b>status</b>: {html.escape(status_text(d))}</p>{summary_html(d)}{summary}{hints_html(health(d.rows, d.config), d.status)}"
             f"<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px'>{''.join(body)}</div>"
-            f"{ro}<h2>Config</h2>{config_html(d)}</body></html>")
+            f"{ro}<h2>Config</h2>{config_html(d)}{_card(d)}</body></html>")
     out = run_dir/name; out.write_text(page)
     return out

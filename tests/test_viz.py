@@ -438,3 +438,15 @@ def test_report_figures_are_the_live_views(run, tmp_path):
     named = {json.loads(f'"{n}"') for n in re.findall(r'"name":\s*"((?:[^"\\]|\\.)*)"', txt)}  # JSON-escaped (± as \u00b1)
     for name, fig in dash.figs.items():
         assert {t.name for t in fig.data} <= named, name
+
+def test_report_writes_the_model_card(tmp_path):
+    "A run saved with TRL's card ('fine-tuned version of None') gets ftnb's: the base model's real name, data, steps, losses."
+    import json
+    d = shutil.copytree(SFT, tmp_path/'sft'); (d/'final').mkdir()
+    (d/'final'/'README.md').write_text('This model is a fine-tuned version of [None](https://huggingface.co/None).')
+    txt = write_report(d).read_text()
+    card, m = (d/'final'/'README.md').read_text(), json.loads((SFT/'result.json').read_text())['metrics']
+    assert 'None' not in card and 'base_model: tiny-qwen2' in card and 'a fine-tuned version of `tiny-qwen2`' in card
+    assert '| dataset | toy:addition (eval: toy:addition_test) |' in card and '| adapter | full fine-tuning (every weight) |' in card
+    assert '| steps | 60 (finished) |' in card and f"| final train loss | {m['loss']:.4g} |" in card and f"| final eval loss | {m['eval_loss']:.4g} |" in card
+    assert "href='final/README.md'" in txt
