@@ -5,7 +5,7 @@ __version__ = "0.0.1"
 # The top-level names load on first use, so `import ftnb` stays light: no torch, trl or vllm until needed.
 _LAZY = {'RunConfig': 'ftnb.config', 'ConfigError': 'ftnb.config', 'DataError': 'ftnb.config', 'FtnbError': 'ftnb.config',
          'load_config': ('ftnb.config', 'load'), 'save_config': ('ftnb.config', 'save'), 'train': 'ftnb.entry',
-         'show_sample': 'ftnb.data', 'run_demo': 'ftnb.demo'}
+         'show_sample': 'ftnb.data', 'run_demo': 'ftnb.demo', 'export': 'ftnb.exporting'}
 __all__ = ['__version__', *_LAZY]
 
 def __getattr__(name):

@@ -153,10 +153,11 @@ def trainable_summary(model:nn.Module)->dict:
 def save_adapter(model:nn.Module, # a PeftModel, or a fully fine-tuned model
                  path,            # folder to write
                  tok=None,        # tokenizer to save alongside
+                 max_shard_size:int|str|None=None, # largest weights file, e.g. '2GB' (None = transformers' default)
                 )->Path:
     "Save the adapter (the whole model for full fine-tuning) as safetensors; returns the folder."
     path = Path(path)
-    model.save_pretrained(path, safe_serialization=True)
+    model.save_pretrained(path, safe_serialization=True, **({'max_shard_size': max_shard_size} if max_shard_size else {}))
     if tok is not None: tok.save_pretrained(path)
     return path
 
@@ -185,11 +186,12 @@ def _untie_output(model:PeftModel):
 def merge_and_save(model:nn.Module, # a PeftModel (LoRA, rsLoRA, DoRA), or a fully fine-tuned model
                    path,            # folder to write
                    tok=None,        # tokenizer to save alongside
+                   max_shard_size:int|str|None=None, # largest weights file, e.g. '2GB' (None = transformers' default)
                   )->nn.Module:
     "Merge the adapter into the base weights (in place) and save a plain transformers model; returns the merged model."
     if isinstance(model, PeftModel):
         _check_mergeable(model)
         _untie_output(model)
         model = model.merge_and_unload()
-    save_adapter(model, path, tok)
+    save_adapter(model, path, tok, max_shard_size)
     return model

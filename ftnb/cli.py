@@ -1,4 +1,4 @@
-"""The `ftnb` command: `train`, `demo`, `config` and `report`, calling the same functions as the notebook.
+"""The `ftnb` command: `train`, `demo`, `config`, `report` and `export`, calling the same functions as the notebook.
 
 Docs: https://ftnb.github.io/ftnb/cli.html.md"""
 
@@ -44,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a field (repeatable)')
     r = sub.add_parser('report', help='write RUN/report.html from a run folder')
     r.add_argument('run', help='a run folder')
+    e = sub.add_parser('export', help="write a run's adapter alone (PEFT, vLLM), or the model with it merged in, shard by shard")
+    e.add_argument('run', help='a run folder (it holds final/ or a checkpoint)')
+    e.add_argument('--merged', action='store_true', help='merge the adapter into the base weights (a QLoRA base is dequantised first)')
+    e.add_argument('--out', help='folder to write (default: RUN/export/adapter or RUN/export/merged)')
+    e.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
+    e.add_argument('--max-shard-size', default='5GB', help='merged: the largest weights file (default: 5GB)')
     return p
 
 # %% ../nbs/13_cli.ipynb #6a1a20e6
@@ -70,6 +76,9 @@ def run(argv:list[str]|None=None) -> int:
         if not Path(a.run, 'metrics.jsonl').exists():
             raise C.ConfigError('RUN', a.run, 'give the folder of a run (it holds metrics.jsonl)', 'not a run folder')
         print(write_report(a.run))
+    elif a.cmd == 'export':
+        from ftnb.exporting import export
+        print(export(a.run, merged=a.merged, out=a.out, overwrite=a.overwrite, max_shard_size=a.max_shard_size))
     return 0
 
 def main(argv:list[str]|None=None):

@@ -15,6 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from . import accel, adapters, models
+from .card import write_card
 from .config import ConfigError, RunConfig, save as save_config, to_dict
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_jsonl
 
@@ -444,9 +445,11 @@ def _finish(self:Run, trainer, st:str) -> dict:
     if self.cfg.adapter.method != 'full': adapters.save_adapter(trainer.model, tmp, trainer.processing_class)
     else: trainer.save_model(str(tmp))
     accel.finish(trainer, self.cfg, tmp)  # a QAT run: final/quantized/
+    metrics = {k: v for row in trainer.state.log_history for k, v in row.items() if isinstance(v, (int, float))}
+    for f in (tmp, d):  # the real base model's name; TRL's card in the run folder says "None" for a local base (ftnb.card)
+        write_card(f, self.cfg, trainer.state.global_step, metrics, st)
     if final.exists(): final.rename(d/'.final.old')
     tmp.rename(final); shutil.rmtree(d/'.final.old', ignore_errors=True)
-    metrics = {k: v for row in trainer.state.log_history for k, v in row.items() if isinstance(v, (int, float))}
     best = d/'best'
     self.result = {**self.result, 'status': st, 'step': trainer.state.global_step, 'metrics': metrics, 'ended': time.time(),
                    **({'best': os.readlink(best)} if best.is_symlink() else {})}

@@ -6,15 +6,17 @@ Docs: https://ftnb.github.io/ftnb/viz.html.md"""
 
 # %% ../nbs/11_viz.ipynb #07a412d8
 from __future__ import annotations
-import html, json, math
+import html, json, math, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, get_args, get_origin
 
 import numpy as np
 import plotly.graph_objects as go
 
-from .runs import read_result, status as run_status
+from .card import write_card
+from .config import RunConfig
+from .runs import ckpt_dirs, read_result, status as run_status
 from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart, Timeline, from_dict, read_jsonl, read_rollouts
 
 # %% auto #0
@@ -23,7 +25,8 @@ __all__ = ['DATA_KEYS', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEW
            'reward_traces', 'step_split', 'step_time_traces', 'memory_traces', 'view_order', 'grid_figure', 'grid_cell',
            'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_nan',
            'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table', 'rollout_html',
-           'status_text', 'write_report']
+           'status_text', 'run_summary', 'summary_html', 'field_applies', 'applied_config', 'config_html',
+           'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -443,16 +446,111 @@ def status_text(d:RunData) -> str:
     st = d.status or 'no end recorded (running, or interrupted)'
     return f"{st} at step {step}{of}" + (f": {d.error}" if d.error else '')
 
+# %% ../nbs/11_viz.ipynb #a02d2491
+def _secs(s:float) -> str:
+    s = int(round(s))
+    return f'{s} s' if s < 60 else f'{s//60} min {s%60} s' if s < 3600 else f'{s//3600} h {s%3600//60} min'
+
+def _final_best(d:RunData, key:str) -> str|None:
+    "'final F · best B (step S)' of a metric (lowest is best), or None when it was never logged."
+    pts = [(v, s) for s, v in zip(*d.col(key)) if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not pts: return None
+    (b, bs), f = min(pts), pts[-1][0]
+    return f'final {f:.4g} · best {b:.4g} (step {bs})'
+
+def _first_last(d:RunData, key:str) -> str|None:
+    v = [x for x in d.col(key)[1] if isinstance(x, (int, float)) and math.isfinite(x)]
+    return f'first {v[0]:.4g} → last {v[-1]:.4g}' if v else None
+
+# %% ../nbs/11_viz.ipynb #e1bbca63
+def _duration(d:RunData) -> float|None:
+    "Seconds from RunStart to the last logged row; else the trainer's `train_runtime`."
+    ts = [r['time'] for r in d.rows if isinstance(r.get('time'), (int, float))]
+    if d.start and ts: return max(ts) - d.start
+    rt = (read_result(d.dir).get('metrics') or {}).get('train_runtime') if d.dir else None
+    return rt if isinstance(rt, (int, float)) else None
+
+def _weights(d:RunData) -> str:
+    "Which weights the run folder holds: final/, the newest checkpoint, the best one."
+    if d.dir is None: return 'unknown (not read from a folder)'
+    ck, best = ckpt_dirs(d.dir), d.dir/'best'
+    out = (['final/'] if (d.dir/'final').is_dir() else []) + ([f'{ck[-1].name} (newest of {len(ck)})'] if ck else [])
+    if best.is_symlink(): out.append(f'best: {Path(os.readlink(best)).name}')
+    return ', '.join(out) or 'none saved'
+
+# %% ../nbs/11_viz.ipynb #0b41f4f7
+def run_summary(d:RunData) -> list[tuple[str, str]]:
+    "(label, value) rows that open the report: method, model, status, steps, duration, losses, tokens, reward, accuracy, weights."
+    m, a = d.config.get('method') or {}, d.config.get('adapter') or {}
+    step = max((r.get('step', 0) for r in d.rows), default=0)
+    rows = [('method', f"{m.get('name', '?')}, adapter {a.get('method', '?')}"), ('base model', (d.config.get('model') or {}).get('name_or_path', '?')),
+            ('status', d.status or 'no end recorded (running, or interrupted)'),
+            ('steps', f'{step}/{d.max_steps}' if d.max_steps and d.max_steps > 0 else str(step))]
+    if (t := _duration(d)) is not None: rows.append(('duration', _secs(t)))
+    rows += [(n, v) for n, k in (('train loss', 'loss'), ('eval loss', 'eval_loss')) if (v := _final_best(d, k))]
+    if (n := d.col('num_tokens')[1]) and isinstance(n[-1], (int, float)): rows.append(('tokens', f'{int(n[-1]):,}'))
+    if m.get('name') == 'grpo' or 'reward' in d.cols: rows += [('mean reward', v) for v in [_first_last(d, 'reward')] if v]
+    rows += [(k, v) for k in sorted(d.cols) if k.endswith('accuracy') and (v := _first_last(d, k))]
+    return rows + [('weights', _weights(d))]
+
+def summary_html(d:RunData) -> str:
+    "The summary rows as an HTML table (class `ftnb-summary`)."
+    tr = ''.join(f"<tr><th style='text-align:left;padding:2px 12px 2px 0'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in run_summary(d))
+    return f"<table class='ftnb-summary'>{tr}</table>"
+
+# %% ../nbs/11_viz.ipynb #03757a1b
+def _only(desc:str, sec:dict, cls) -> bool:
+    "Does an `X only: ...` help text hold for this part's values `sec`?"
+    cond = re.match(r"([^:]+?) only:", desc).group(1)
+    if '=' in cond:
+        k, v = cond.split('=', 1); return str(sec.get(k.strip())) == v.strip(" '\"")
+    word = cond.split()[0].lower()
+    lits = [n for n, f in cls.model_fields.items() if get_origin(f.annotation) is Literal and word in [str(x).lower() for x in get_args(f.annotation)]]
+    return not lits or any(str(sec.get(n)).lower() in (word, 'auto') for n in lits)
+
+def field_applies(part:str, name:str, config:dict) -> bool:
+    "Does config field `part.name` act in a run with `config` (a nested dict)? Read from the schema's help text."
+    pf = RunConfig.model_fields.get(part)
+    f = pf.annotation.model_fields.get(name) if pf else None
+    if f is None: return True  # a field this version of the schema does not know: show it
+    desc, sec = f.description or '', config.get(part) or {}
+    if re.match(r'GRPO\b', desc): return (config.get('method') or {}).get('name') == 'grpo'
+    if part == 'adapter' and sec.get('method') == 'full': return name == 'method'
+    return _only(desc, sec, pf.annotation) if re.match(r"[^:]+? only:", desc) else True
+
+# %% ../nbs/11_viz.ipynb #1d4c6757
+def applied_config(config:dict) -> tuple[dict, list[str]]:
+    "The config with only the fields that apply to this run, and the dotted names left out."
+    keep, out = {}, []
+    for part, sec in config.items():
+        if not isinstance(sec, dict): keep[part] = sec; continue
+        keep[part] = {k: v for k, v in sec.items() if field_applies(part, k, config)}
+        out += [f'{part}.{k}' for k in sec if k not in keep[part]]
+    return keep, out
+
 # %% ../nbs/11_viz.ipynb #04770ba4
-def _config_text(d:RunData) -> str:
-    p = d.dir/'config.yaml' if d.dir else None
-    if p and p.exists(): return p.read_text()
-    import yaml; return yaml.safe_dump(d.config, sort_keys=False) if d.config else ''
+def config_html(d:RunData) -> str:
+    "The config fields that apply to the run's method and adapter, as YAML; a note names how many were left out."
+    import yaml
+    cfg = d.config or {}
+    kept, out = applied_config(cfg or {})
+    note = (f"<p class='ftnb-config-note'>Left out: {len(out)} {'field' if len(out) == 1 else 'fields'} that do not act in a {html.escape(str((cfg.get('method') or {}).get('name')))} "
+            f"run with adapter {html.escape(str((cfg.get('adapter') or {}).get('method')))} (the whole config is in config.yaml).</p>") if out else ''
+    return f"<pre class='ftnb-config'>{html.escape(yaml.safe_dump(kept, sort_keys=False))}</pre>{note}"
+
+def _card(d:RunData) -> str:
+    "Write the model card into the run's final/ (a run saved before ftnb wrote cards has PEFT's or TRL's); a line linking it."
+    if d.dir is None or not (d.dir/'final').is_dir(): return ''
+    try: cfg = RunConfig.model_validate(d.config)
+    except Exception: return ''  # a config of another ftnb version: leave the card that is there
+    r = read_result(d.dir)
+    p = write_card(d.dir/'final', cfg, r.get('step', 0), r.get('metrics') or {}, r.get('status', d.status or '?'))
+    return f"<p class='ftnb-card'>model card: <a href='final/README.md'>{html.escape(str(p.relative_to(d.dir)))}</a></p>"
 
 def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', name:str='report.html') -> Path:
-    "Write a self-contained HTML report of a run folder (views, hints, last rollouts, config, status) into it."
+    "Write a self-contained HTML report of a run folder (summary, hints, the live view's figures, last rollouts, config) into it, and final/README.md."
     run_dir = Path(run_dir); d = load_run(run_dir)
-    figs = list(figures_of(d).values()) if figures is None else figures
+    figs = list(figures_of(d).values()) if figures is None else figures  # the same views and traces as the live Dashboard
     body = [f"<div class='ftnb-fig'>{f.to_html(full_html=False, include_plotlyjs=(i == 0), config={'displaylogo': False})}</div>"
             for i, f in enumerate(figs)]
     steps = d.rollout_steps()
@@ -460,8 +558,8 @@ def write_report(run_dir, figures:list[go.Figure]|None=None, summary:str='', nam
           if steps else '')
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>ftnb: {html.escape(run_dir.name)}</title></head>"
             f"<body style='font-family:sans-serif;max-width:1200px;margin:auto'><h1>ftnb run: {html.escape(run_dir.name)}</h1>"
-            f"<p class='ftnb-status'><b>status</b>: {html.escape(status_text(d))}</p>{summary}{hints_html(health(d.rows, d.config), d.status)}"
+            f"<p class='ftnb-status'><b>status</b>: {html.escape(status_text(d))}</p>{summary_html(d)}{summary}{hints_html(health(d.rows, d.config), d.status)}"
             f"<div style='display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:8px'>{''.join(body)}</div>"
-            f"{ro}<h2>Config</h2><pre>{html.escape(_config_text(d))}</pre></body></html>")
+            f"{ro}<h2>Config</h2>{config_html(d)}{_card(d)}</body></html>")
     out = run_dir/name; out.write_text(page)
     return out

@@ -1,4 +1,4 @@
-"""The README's shell path, run as written: `ftnb config`, `ftnb train my.yaml --set ...`, `ftnb report`; `ftnb.train`
+"""The README's shell path, run as written: `ftnb config`, `ftnb train my.yaml --set ...`, `ftnb report`, `ftnb export`; `ftnb.train`
 as the package attribute; an fms-hf-tuning JSON passed to `ftnb train` as it is."""
 import json, os, re, shlex, subprocess, sys
 from pathlib import Path
@@ -30,7 +30,7 @@ def sh(line:str, cwd:Path) -> str:
 
 def test_readme_shell_path(tmp_path):
     lines = readme_block('ftnb train my.yaml')
-    assert [l.split()[1] for l in lines] == ['config', 'train', 'report']
+    assert [l.split()[1] for l in lines] == ['config', 'train', 'report', 'export']
     for l in lines: sh(l, tmp_path)
     run = tmp_path/'runs'/'run'
     saved = yaml.safe_load((run/'config.yaml').read_text())
@@ -38,6 +38,8 @@ def test_readme_shell_path(tmp_path):
     steps = [r['step'] for r in read_jsonl(run/'metrics.jsonl') if 'loss' in r]
     assert max(steps) == 50 and json.loads((run/'result.json').read_text())['status'] == 'finished'
     assert (run/'final'/'adapter_config.json').exists() and 'plotly' in (run/'report.html').read_text()
+    exp = run/'export'/'adapter'   # `ftnb export runs/run`: the adapter alone, with a card naming the base model
+    assert json.loads((exp/'adapter_config.json').read_text())['r'] == 8 and 'base_model: tiny-qwen2' in (exp/'README.md').read_text()
 
 def test_package_train_is_the_entry_point():
     "`ftnb.train` is the one entry point the README names, and it takes every method (it dispatches GRPO too)."

@@ -158,7 +158,18 @@ CASES = [
     ("Liger without liger-kernel installed", lambda: _train(_tiny(), accel_=dict(liger=True))),
     ("a QAT group size that does not divide the layers", lambda: _train(_tiny(), accel_=dict(qat=True, qat_group_size=64))),
     ("fake quantization delayed past the last step", lambda: C.RunConfig(accel=C.AccelCfg(qat=True, qat_after_steps=20), train=C.TrainCfg(max_steps=20))),
+    # ftnb export (issue 11)
+    ("`ftnb export` on a run that left no weights", lambda: _cli('export', _run_dir())),
+    ("`ftnb export` of a full fine-tune without --merged", lambda: _cli('export', _run_dir('full', final=True))),
+    ("`ftnb export --out` to a folder that exists", lambda: _cli('export', _run_dir(final=True), '--out', _mkdir('out'))),
+    ("`ftnb export --merged` of a QLoRA run on a CPU", lambda: _cli('export', _run_dir('qlora', final=True), '--merged')),
 ]
+
+def _run_dir(method='lora', final=False):
+    "A run folder with its config.yaml (and an empty final/): export checks these before it loads anything."
+    C.save(C.RunConfig(adapter=C.AdapterCfg(method=method)), Path('run')/'config.yaml')
+    if final: (Path('run')/'final').mkdir()
+    return 'run'
 
 def _mkdir(name):
     Path(name).mkdir(); return name
@@ -234,13 +245,14 @@ def doc_rows() -> dict[str, str]:
 # rows that load a model and train or adapt it (seconds each): `-m "not trains"` leaves the config and data rows, which
 # the mutation run (.ci/mutation.py) repeats for every mutant
 TRAINS = {_second_run, _resume_changed_r, _nan_loss, _rewards_none, _resume}
-CPU_ONLY = {"QLoRA on a machine without a GPU", "flash_attention_2 on a machine without a GPU"}  # these errors need no CUDA
+CPU_ONLY = {"QLoRA on a machine without a GPU", "flash_attention_2 on a machine without a GPU", "`ftnb export --merged` of a QLoRA run on a CPU",
+            "FP8 on a machine without an FP8 GPU", "Liger without liger-kernel installed"}  # errors of a machine without CUDA (and its extras)
 def _param(what, fn):
     slow = fn in TRAINS or what == "a target module the model does not have"
     marks = [pytest.mark.trains] if slow else []
     if what in CPU_ONLY:
         import torch
-        marks.append(pytest.mark.skipif(torch.cuda.is_available(), reason='the error a machine without CUDA gets'))
+        marks.append(pytest.mark.skipif(torch.cuda.is_available(), reason='the error of a machine without CUDA (and without the GPU extras)'))
     return pytest.param(what, fn, id=what, marks=marks)
 
 @pytest.mark.parametrize('what,fn', [_param(*c) for c in CASES])

@@ -386,3 +386,77 @@ def test_figurewidget_carries_plotlys_bundle():
     "Why the live view uses one FigureWidget and the report plain figures: each FigureWidget carries plotly's JS, about 4.8 MB."
     import plotly.graph_objects as go
     assert 4.0e6 < len(go.FigureWidget()._esm) < 6.0e6
+
+# --- the report's summary, config and figures (issue 11, item 8) -----------------------------------------------------
+
+def summary_rows(txt) -> dict:
+    "The rows of the report's summary table, parsed back from its HTML."
+    tab = re.search(r"<table class='ftnb-summary'>(.*?)</table>", txt, re.S).group(1)
+    return dict(re.findall(r"<th[^>]*>(.*?)</th><td>(.*?)</td>", tab))
+
+def test_report_summary_sft(tmp_path):
+    "The SFT report opens with a summary: steps, final and best losses, tokens, duration, status and the weights left."
+    import json
+    d = shutil.copytree(SFT, tmp_path/'sft')
+    (d/'final').mkdir(); (d/'checkpoint-30').mkdir(); (d/'checkpoint-60').mkdir()
+    txt = write_report(d).read_text()
+    assert txt.index("class='ftnb-summary'") < txt.index("class='ftnb-fig'")      # the table comes first
+    s = summary_rows(txt)
+    rows = [json.loads(l) for l in (SFT/'metrics.jsonl').read_text().splitlines()]
+    loss = [(r['loss'], r['step']) for r in rows if 'loss' in r]; ev = [r['eval_loss'] for r in rows if 'eval_loss' in r]
+    assert s['method'] == 'sft, adapter full' and s['status'] == 'finished' and s['steps'] == '60/60'
+    assert s['train loss'] == f'final {loss[-1][0]:.4g} · best {min(loss)[0]:.4g} (step {min(loss)[1]})'
+    assert s['eval loss'] == f'final {ev[-1]:.4g} · best {min(ev):.4g} (step 60)'
+    assert s['tokens'] == f"{int([r['num_tokens'] for r in rows if 'num_tokens' in r][-1]):,}" and re.fullmatch(r'\d+ s', s['duration'])
+    assert s['weights'] == 'final/, checkpoint-60 (newest of 2)' and 'mean reward' not in s
+
+def test_report_sft_has_no_grpo_fields(tmp_path):
+    "An SFT run with full fine-tuning lists neither GRPO's settings nor an adapter's; a GRPO LoRA run lists both."
+    from ftnb.config import MethodCfg
+    grpo_only = [n for n, f in MethodCfg.model_fields.items() if f.description.startswith('GRPO')]
+    assert {'num_generations', 'max_completion_length', 'gpu_memory_utilization', 'sleep_level', 'rewards'} <= set(grpo_only)
+    sft = write_report(shutil.copytree(SFT, tmp_path/'sft')).read_text()
+    cfg = re.search(r"<pre class='ftnb-config'>(.*?)</pre>", sft, re.S).group(1)
+    assert not [n for n in grpo_only if re.search(rf'^\s*{n}:', cfg, re.M)]
+    page = re.sub(r'<script.*?</script>', '', sft, flags=re.S)  # plotly.js holds words such as 'beta' and 'sync'
+    assert not [n for n in grpo_only if len(n) > 8 and n in page]
+    assert 'method: full' in cfg and not re.search(r'^\s+(r|alpha|target_modules|alora_invocation):', cfg, re.M)
+    assert 'max_length: 32' in cfg and 'lr: 0.002' in cfg and 'Left out: ' in sft   # what acts stays
+    grpo = write_report(shutil.copytree(GRPO_CPU, tmp_path/'grpo')).read_text()
+    cfg = re.search(r"<pre class='ftnb-config'>(.*?)</pre>", grpo, re.S).group(1)
+    assert 'num_generations: 4' in cfg and 'max_completion_length: 5' in cfg and re.search(r'^\s+r: 8$', cfg, re.M)
+    assert 'alora_invocation' not in cfg    # aLoRA only, and this is LoRA
+
+def test_report_summary_grpo(tmp_path):
+    "A GRPO report's summary adds the mean reward at the first and last log, read from metrics.jsonl."
+    import json
+    rows = [json.loads(l) for l in (GRPO_CPU/'metrics.jsonl').read_text().splitlines()]
+    r = [x['reward'] for x in rows if 'reward' in x]
+    s = summary_rows(write_report(shutil.copytree(GRPO_CPU, tmp_path/'g')).read_text())
+    assert s['method'] == 'grpo, adapter lora' and s['steps'] == '12/12'
+    assert s['mean reward'] == f'first {r[0]:.4g} → last {r[-1]:.4g}' and s['weights'] == 'none saved'
+
+@pytest.mark.parametrize('run', RUNS)
+def test_report_figures_are_the_live_views(run, tmp_path):
+    "The report draws the views the live view draws for the same run (same names, order and traces), not its own."
+    import json
+    d = shutil.copytree(run, tmp_path/run.name)
+    txt = write_report(d).read_text()
+    drawn = re.findall(r'"ftnb_view":\s*"(\w+)"', txt)
+    dash = open_run(d, mode='handle')
+    assert drawn == list(dash.figs) and drawn
+    named = {json.loads(f'"{n}"') for n in re.findall(r'"name":\s*"((?:[^"\\]|\\.)*)"', txt)}  # JSON-escaped (± as \u00b1)
+    for name, fig in dash.figs.items():
+        assert {t.name for t in fig.data} <= named, name
+
+def test_report_writes_the_model_card(tmp_path):
+    "A run saved with TRL's card ('fine-tuned version of None') gets ftnb's: the base model's real name, data, steps, losses."
+    import json
+    d = shutil.copytree(SFT, tmp_path/'sft'); (d/'final').mkdir()
+    (d/'final'/'README.md').write_text('This model is a fine-tuned version of [None](https://huggingface.co/None).')
+    txt = write_report(d).read_text()
+    card, m = (d/'final'/'README.md').read_text(), json.loads((SFT/'result.json').read_text())['metrics']
+    assert 'None' not in card and 'base_model: tiny-qwen2' in card and 'a fine-tuned version of `tiny-qwen2`' in card
+    assert '| dataset | toy:addition (eval: toy:addition_test) |' in card and '| adapter | full fine-tuning (every weight) |' in card
+    assert '| steps | 60 (finished) |' in card and f"| final train loss | {m['loss']:.4g} |" in card and f"| final eval loss | {m['eval_loss']:.4g} |" in card
+    assert "href='final/README.md'" in txt
