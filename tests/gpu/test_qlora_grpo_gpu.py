@@ -4,6 +4,8 @@ It used to stop in vLLM's `lora_shrink` (AssertionError): the engine ran in fp32
 the norms to fp32 and the engine took `model.dtype`; vLLM's LoRA kernels take fp16/bf16 only. A second fault hid behind
 it: `quant_method` read 'bits_and_bytes' from the enum's name, so vLLM was never told to quantize and served a bf16 copy
 (H200, 2026-12-02: 4 steps finished that way, engine bf16, trainer/engine log-prob gap 0.25-0.28).
+Fixed, on the H200 on 2026-12-03: passed in 108 s; engine bf16 with quantization='bitsandbytes', sync by adapter, sleep level 1,
+log-prob gap 0.0064-0.0069 over the 4 steps.
 Run on the GPU machine (in its own process: one sleep-mode engine per process):
     PYTHONPATH=/tmp/site:$PWD pytest -m gpu tests/gpu/test_qlora_grpo_gpu.py -rP"""
 import json, sys
