@@ -28,7 +28,7 @@ def run(mod:str) -> dict:
     with open(tmp/'pyproject.toml', 'a') as f:
         f.write(f'\n[tool.mutmut]\nsource_paths = ["ftnb/{mod}.py"]\nalso_copy = ["ftnb/", "tests/", "docs/", "nbs/", "README.md", ".ci/"]\n'
                 f'pytest_add_cli_args_test_selection = {json.dumps(MODULES[mod])}\n'
-                + (f'pytest_add_cli_args = {json.dumps(SKIP[mod])}\n' if mod in SKIP else ''))
+                + f'pytest_add_cli_args = {json.dumps(["-n", "0", *SKIP.get(mod, [])])}\n')  # mutmut runs pytest in its own process: no xdist workers
     mutmut = str(Path(sys.executable).parent/'mutmut')
     # tests/conftest.py points subprocesses at the mutated copy (PYTHONPATH) once mutmut has set MUTANT_UNDER_TEST
     env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')

