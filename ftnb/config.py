@@ -124,8 +124,13 @@ class MethodCfg(Part):
     max_completion_length: int = F(64, "GRPO: longest completion in tokens.", ge=1)
     temperature: float = F(1.0, "GRPO: sampling temperature: lower = less exploration.", gt=0)
     top_p: float = F(1.0, "GRPO: nucleus sampling cut-off (1 = off).", gt=0, le=1)
+    top_k: int = F(0, "GRPO: sample only from the k likeliest tokens (0 = off).", ge=0)
+    min_p: float = F(0.0, "GRPO: drop tokens less likely than min_p x the likeliest one (0 = off; 0.05-0.1 is common).", ge=0, le=1)
+    repetition_penalty: float = F(1.0, "GRPO: divide the logits of tokens already in the prompt or completion by this (1 = off; above 1 = less repetition).", gt=0)
+    stop: list[str] = F([], "GRPO: stop strings: a completion ends at the token that completes one of them, which stays in it, e.g. ['</answer>'].")
     beta: float = F(0.0, "GRPO: KL penalty to the reference model (0 = none, saves the reference forward pass).", ge=0)
     epsilon: float = F(0.2, "GRPO: clipping range of the policy ratio.", gt=0)
+    epsilon_high: float|None = F(None, "GRPO: upper clipping range of the policy ratio (DAPO's clip-higher, e.g. 0.28: lets unlikely tokens that earn reward grow faster); None = epsilon.", gt=0)
     loss_type: Literal['grpo','dr_grpo','dapo','bnpo'] = F('dapo', "GRPO: how token losses are normalised (TRL's loss_type).")
     scale_rewards: Literal['group','batch','none'] = F('group', "GRPO: divide advantages by the reward std of the group, the batch, or not at all.")
     engine: Literal['auto','vllm','hf'] = F('auto', "GRPO: generation engine. auto = vLLM colocated on a GPU when installed, else HF generate.")
@@ -194,6 +199,11 @@ def _check_split(c) -> None:
         raise ConfigError('data.too_long', 'split', "use 'truncate' or 'drop', or raise data.max_length",
                           f"only plain text can be cut into pieces: {what} cut in two would leave a piece without the prompt it answers")
 
+def _check_stop(m) -> None:
+    "Stop strings are non-empty."
+    if any(not s for s in m.stop):
+        raise ConfigError('method.stop', m.stop, "remove the empty string, e.g. stop=['</answer>']", 'an empty stop string would end every completion at once')
+
 def _checks(c) -> None:
     "Raise ConfigError for the first combination that cannot work; warn about risky ones."
     a, m = c.adapter, c.model
@@ -213,6 +223,7 @@ def _checks(c) -> None:
     if a.method != 'full' and not a.target_modules:
         raise ConfigError('adapter.target_modules', [], "list layer names such as ['q_proj','v_proj'] or use ['all-linear']", "no layers to adapt")
     _check_split(c)
+    _check_stop(c.method)
     if c.data.response_template and c.data.format in ('prompt_completion', 'messages'):
         raise ConfigError('data.response_template', c.data.response_template, "leave it empty: this format already marks what is trained", f"response_template applies to the text format, not {c.data.format}")
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:

@@ -124,7 +124,9 @@ def grpo_args(cfg:RunConfig, **extra)->RolloutConfig:
     m = cfg.method
     _, weights = R.combine(m.rewards)
     kw = dict(num_generations=m.num_generations, max_completion_length=m.max_completion_length, temperature=m.temperature,
-              top_p=m.top_p, beta=m.beta, epsilon=m.epsilon, loss_type=m.loss_type, scale_rewards=m.scale_rewards,
+              top_p=m.top_p, top_k=m.top_k, min_p=m.min_p or None, repetition_penalty=m.repetition_penalty,
+              generation_kwargs={'stop': list(m.stop)} if m.stop else None,  # to vllm.SamplingParams, or the HF engine's stop strings
+              beta=m.beta, epsilon=m.epsilon, epsilon_high=m.epsilon_high, loss_type=m.loss_type, scale_rewards=m.scale_rewards,
               reward_weights=weights, use_vllm=True, vllm_mode='colocate', vllm_gpu_memory_utilization=m.gpu_memory_utilization,
               vllm_enable_sleep_mode=m.sleep_level > 0, vllm_max_model_length=m.max_model_len,
               disable_dropout=True,  # the engine samples without dropout: the trainer's logprobs must match its own

@@ -155,3 +155,23 @@ def test_eval_path_is_not_silently_ignored(tmp_path):
     with pytest.warns(UserWarning, match="data.eval_path='toy:addition_test' is not used by GRPO"): prepare(cfg)
     cfg.data.eval_path = None
     with warnings.catch_warnings(): warnings.filterwarnings('error', message='.*eval_path'); prepare(cfg)
+
+def test_generation_knobs_reach_trl_and_the_engine(tmp_path, monkeypatch):
+    "method.stop/top_k/min_p/repetition_penalty reach the engine through TRL; epsilon_high reaches TRL's loss."
+    from ftnb.engine import HFEngine
+    from ftnb.grpo import grpo_args
+    cfg = small(tmp_path, name='knobs', max_steps=1)
+    cfg.method = cfg.method.model_copy(update=dict(stop=['+', '='], top_k=5, min_p=0.05, repetition_penalty=1.3, epsilon_high=0.28))
+    a = grpo_args(cfg)
+    assert (a.top_k, a.min_p, a.repetition_penalty, a.epsilon_high, a.generation_kwargs) == (5, 0.05, 1.3, 0.28, {'stop': ['+', '=']})
+    assert grpo_args(small(tmp_path)).generation_kwargs is None and grpo_args(small(tmp_path)).epsilon_high is None
+    seen, gen = [], HFEngine.generate
+    def spy(self, prompts, **kw):
+        out = gen(self, prompts, **kw); seen.append((kw, out)); return out
+    monkeypatch.setattr(HFEngine, 'generate', spy)
+    res = train(cfg)
+    assert res.status == 'finished' and res.trainer.epsilon_high == 0.28
+    kw, out = seen[0]
+    assert {k: kw[k] for k in ('stop', 'top_k', 'min_p', 'repetition_penalty')} == dict(stop=['+', '='], top_k=5, min_p=0.05, repetition_penalty=1.3)
+    tok = res.trainer.processing_class
+    assert all(not any(s in tok.decode(c[0][:-1]) for s in '+=') for c in out)  # nothing runs on past a stop string
