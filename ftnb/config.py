@@ -88,6 +88,8 @@ class DataCfg(Part):
     prompt_field: str = F('prompt', "Field holding the prompt (prompt_completion format).")
     completion_field: str = F('completion', "Field holding the completion (prompt_completion format).")
     messages_field: str = F('messages', "Field holding the chat messages (messages format).")
+    chat_template: str|None = F(None, "Chat template override for SFT and GRPO: a Jinja file, or the Jinja text itself; saved with the model. None = the tokenizer's own.")
+    chat_template_kwargs: dict = F({}, "Switches of the chat template, passed to every rendering (SFT and GRPO), e.g. {'enable_thinking': False} for Qwen3.")
     response_template: str|None = F(None, "Text format only: train on the tokens after this marker, e.g. '### Answer:'.")
     completion_only: bool = F(True, "Train only on completions / assistant turns. Off = loss on every token.")
     max_length: int = F(512, "Longest sample in tokens.", ge=8)

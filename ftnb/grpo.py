@@ -50,11 +50,12 @@ def grpo_rows(cfg:DataCfg, # what to load; `max_samples` applies
 
 # %% ../nbs/10_grpo.ipynb #f509e531
 def prompt_lengths(rows, # from `grpo_rows`
-                   tok)->list[int]:
+                   tok, **kw, # the chat template's switches (data.chat_template_kwargs)
+                  )->list[int]:
     "Tokens in each prompt, tokenized as TRL's GRPOTrainer does."
     ps = list(rows['prompt'])
     if ps and isinstance(ps[0], list):
-        ids = tok.apply_chat_template(ps, add_generation_prompt=True, tokenize=True, return_dict=True)['input_ids']
+        ids = tok.apply_chat_template(ps, add_generation_prompt=True, tokenize=True, return_dict=True, **kw)['input_ids']
     else: ids = tok(text=ps)['input_ids']
     return [len(x) for x in ids]
 
@@ -131,6 +132,7 @@ def grpo_args(cfg:RunConfig, **extra)->RolloutConfig:
               vllm_enable_sleep_mode=m.sleep_level > 0, vllm_max_model_length=m.max_model_len,
               disable_dropout=True,  # the engine samples without dropout: the trainer's logprobs must match its own
               log_completions=False,  # TRL's table printing and parquet: ftnb writes its own rollout log
+              chat_template_kwargs=dict(cfg.data.chat_template_kwargs) or None,  # the template's switches, e.g. enable_thinking
               old_logprobs=m.old_logprobs)
     return RolloutConfig(**{**trainer_kwargs(cfg), **kw, **extra})
 
@@ -300,12 +302,12 @@ def prepare(cfg:RunConfig):
         raise ConfigError('method.name', cfg.method.name, "set method.name='grpo', or call ftnb.sft.train", 'ftnb.grpo.train runs GRPO only')
     cfg.check()
     funcs, _ = R.combine(cfg.method.rewards)
-    tok = models.load_tokenizer(cfg.model)
+    tok = data.use_chat_template(models.load_tokenizer(cfg.model), cfg.data)
     rows = grpo_rows(cfg.data)
     if cfg.data.eval_path:  # not built yet: a held-out evaluation during GRPO (issue 11); say so rather than ignore it
         warnings.warn(f'data.eval_path={cfg.data.eval_path!r} is not used by GRPO: it trains on every prompt of data.path and '
                       'evaluates nothing during training. Fix: leave data.eval_path unset, or evaluate the final model yourself.', data.DataWarning)
-    check_lengths(prompt_lengths(rows, tok), cfg.method, _max_positions(cfg.model))
+    check_lengths(prompt_lengths(rows, tok, **cfg.data.chat_template_kwargs), cfg.method, _max_positions(cfg.model))
     check_rewards(funcs, rows)
     return tok, rows, funcs
 

@@ -175,3 +175,19 @@ def test_generation_knobs_reach_trl_and_the_engine(tmp_path, monkeypatch):
     assert {k: kw[k] for k in ('stop', 'top_k', 'min_p', 'repetition_penalty')} == dict(stop=['+', '='], top_k=5, min_p=0.05, repetition_penalty=1.3)
     tok = res.trainer.processing_class
     assert all(not any(s in tok.decode(c[0][:-1]) for s in '+=') for c in out)  # nothing runs on past a stop string
+
+def test_chat_template_and_its_switches_reach_trl(tmp_path, monkeypatch):
+    "data.chat_template (Jinja text here) and data.chat_template_kwargs shape the prompt ids TRL sends to the engine."
+    from test_data import THINK_TEMPLATE
+    from ftnb.engine import HFEngine
+    cfg = small(tmp_path, name='tmpl', max_steps=1)
+    cfg.data.path, cfg.method.max_model_len = 'toy:chat', 1024
+    cfg.data.chat_template, cfg.data.chat_template_kwargs = THINK_TEMPLATE, {'enable_thinking': False}
+    seen, gen = [], HFEngine.generate
+    def spy(self, prompts, **kw): seen.append(prompts); return gen(self, prompts, **kw)
+    monkeypatch.setattr(HFEngine, 'generate', spy)
+    res = train(cfg)
+    tok = res.trainer.processing_class
+    assert res.status == 'finished' and tok.chat_template == THINK_TEMPLATE and res.trainer.args.chat_template_kwargs == {'enable_thinking': False}
+    texts = [tok.decode(p) for p in seen[0]]
+    assert all(t.startswith('/no_think\n') and t.endswith('[assistant] <no-think> ') for t in texts), texts[0]
