@@ -94,7 +94,8 @@ class DataCfg(Part):
     completion_only: bool = F(True, "Train only on completions / assistant turns. Off = loss on every token.")
     max_length: int = F(512, "Longest sample in tokens.", ge=8)
     too_long: Literal['drop','truncate','split','raise'] = F('truncate', "What to do with a sample longer than max_length. "
-        "'split' (plain text only, e.g. continued pretraining) cuts it into max_length pieces instead of losing the rest.")
+        "'split' (plain text only, e.g. continued pretraining) cuts it into max_length pieces instead of losing the rest. "
+        "GRPO: a prompt longer than method.max_model_len - max_completion_length is dropped, refused, or truncated on the left (its end is kept).")
     overlap: int = F(0, "too_long='split' only: tokens each piece repeats from the end of the one before, as context (masked, so trained once).", ge=0)
     packing: bool = F(False, "Pack several samples into each max_length row (faster, no padding).")
     padding_free: bool = F(False, "Concatenate the batch into one row without padding (needs flash attention on GPU to pay off).")
