@@ -315,7 +315,7 @@ FMS_KEYS = {  # fms-hf-tuning key -> ftnb field (README, docs/tuning-techniques.
     'model_name_or_path': 'model.name_or_path', 'torch_dtype': 'model.dtype', 'use_flash_attn': 'model.attn_implementation',
     'attn_implementation': 'model.attn_implementation',
     'training_data_path': 'data.path', 'validation_data_path': 'data.eval_path', 'response_template': 'data.response_template',
-    'dataset_text_field': 'data.text_field', 'dataset_conversation_field': 'data.messages_field',
+    'dataset_text_field': 'data.text_field', 'dataset_conversation_field': 'data.messages_field', 'chat_template': 'data.chat_template',
     'max_seq_length': 'data.max_length', 'packing': 'data.packing', 'padding_free': 'data.padding_free',
     'peft_method': 'adapter.method', 'auto_gptq': 'adapter.method', 'bnb_qlora': 'adapter.method',  # after peft_method: they refine it
     'r': 'adapter.r', 'lora_alpha': 'adapter.alpha', 'lora_dropout': 'adapter.dropout',
@@ -329,7 +329,7 @@ FMS_KEYS = {  # fms-hf-tuning key -> ftnb field (README, docs/tuning-techniques.
     'fast_kernels': 'accel.liger', 'use_liger_kernel': 'accel.liger'}  # fms' fast_kernels = fused cross-entropy, RMSNorm, RoPE: Liger's ops
 
 # fms-hf-tuning keys that change nothing ftnb can do (besides transformers.TrainingArguments' own): ignored with a warning
-FMS_NO_EQUIVALENT = ('tokenizer_name_or_path', 'embedding_size_multiple_of', 'data_formatter_template', 'data_config_path', 'chat_template',
+FMS_NO_EQUIVALENT = ('tokenizer_name_or_path', 'embedding_size_multiple_of', 'data_formatter_template', 'data_config_path',
     'instruction_template', 'add_special_tokens', 'cache_dir', 'save_model_dir', 'trackers', 'experiment', 'aim_repo', 'aim_remote_server_ip',
     'aim_remote_server_port', 'mlflow_uri', 'mlflow_tracking_uri', 'trainer_controller_config_file', 'bias', 'init_lora_weights',
     'fused_lora', 'multipack', 'fast_moe', 'lora_post_process_for_vllm', 'num_virtual_tokens', 'prompt_tuning_init', 'prompt_tuning_init_text')
