@@ -24,9 +24,9 @@ __all__ = ['DATA_KEYS', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEW
            'load_run', 'View', 'line', 'new_figure', 'sync', 'sync_all', 'tokens_per_s', 'tokens_traces',
            'reward_traces', 'step_split', 'step_time_traces', 'memory_traces', 'view_order', 'grid_figure', 'grid_cell',
            'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_entropy',
-           'hint_kl', 'hint_clip', 'hint_nan', 'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns',
-           'rollout_table', 'rollout_html', 'status_text', 'run_summary', 'summary_html', 'field_applies',
-           'applied_config', 'config_html', 'write_report']
+           'hint_kl', 'hint_clip', 'hint_reward_flat', 'hint_nan', 'hint_grad', 'hint_eval', 'health', 'hints_html',
+           'rollout_columns', 'rollout_table', 'rollout_html', 'status_text', 'run_summary', 'summary_html',
+           'field_applies', 'applied_config', 'config_html', 'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -382,6 +382,12 @@ def hint_clip(rows, high:float=0.3, n:int=3) -> Hint|None:
         return Hint('warn', f'{v[-1]:.0%} of tokens fall outside the clip range (clip_ratio/region_mean > {high}; healthy: < 0.1): '
                             'each update moves the policy too far. Lower the learning rate.')
 
+def hint_reward_flat(rows, n:int=20, eps:float=0.01) -> Hint|None:
+    "The reward stayed within `eps` of zero for the last `n` logs: a broken reward function or a task too hard."
+    if _held(rows, 'reward', n, lambda x: abs(x) < eps):
+        return Hint('warn', f'the reward stayed at 0 for the last {n} logs (healthy: above 0.15 within 20 steps): check the reward '
+                            'functions on a few completions (ftnb.rewards), make the task easier, or prime the format with a short SFT first.')
+
 # %% ../nbs/11_viz.ipynb #54331a33
 def hint_nan(rows, keys:tuple=('loss', 'grad_norm'), n:int=3) -> Hint|None:
     "Loss or grad norm became NaN or inf."
@@ -410,7 +416,7 @@ def health(rows:list[dict], config:dict|None=None) -> list[Hint]:
     max_len = m.get('max_completion_length') if m.get('name') == 'grpo' else None
     hs = [hint_nan(rows), hint_grad(rows), hint_eval(rows), hint_zero_std(rows), hint_length(rows, max_len)]
     grpo = m.get('name') == 'grpo' if m else any('reward' in r for r in rows)  # TRL's SFTTrainer logs an entropy too: low is fine there
-    if grpo: hs += [hint_entropy(rows), hint_kl(rows), hint_clip(rows)]
+    if grpo: hs += [hint_entropy(rows), hint_kl(rows), hint_clip(rows), hint_reward_flat(rows)]
     return [h for h in hs if h]
 
 def hints_html(hints:list[Hint],

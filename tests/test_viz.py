@@ -10,7 +10,7 @@ from ftnb import viz
 from ftnb.config import ConfigError
 from ftnb.dashboard import Dashboard, RolloutBrowser, has_figure_widget, open_run, pick_mode
 from ftnb.events import Metrics, Rollouts, RunEnd, RunStart, Timeline
-from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_clip, hint_entropy, hint_eval, hint_grad, hint_kl, hint_length, hint_nan,
+from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_clip, hint_entropy, hint_eval, hint_grad, hint_kl, hint_length, hint_nan, hint_reward_flat,
                       hint_zero_std, load_run, rollout_html, rollout_table, write_report)
 
 FIX = Path(__file__).parent/'fixtures'
@@ -103,6 +103,9 @@ def test_grid_figure_holds_every_view():
     (hint_clip, [{'clip_ratio/region_mean': 0.35}]*3, True),
     (hint_clip, [{'clip_ratio/region_mean': 0.35}]*2 + [{'clip_ratio/region_mean': 0.25}], False),
     (hint_clip, [{'clip_ratio/region_mean': 0.02}]*6, False),
+    (hint_reward_flat, [{'reward': 0.0}]*25, True),
+    (hint_reward_flat, [{'reward': 0.0}]*19 + [{'reward': 0.3}], False),   # it moved
+    (hint_reward_flat, [{'reward': 0.0}]*10, False),                       # too early to say
 ])
 def test_hints(fn, rows, fires):
     h = fn(rows)
@@ -119,7 +122,7 @@ def test_grpo_hints_only_for_grpo():
     rows = [{'loss': 0.1, 'entropy': 0.001, 'kl': 3.0, 'clip_ratio/region_mean': 0.5}]*5
     assert [h.message.split()[0] for h in health(rows, {'method': {'name': 'grpo'}})] == ['entropy', 'KL', '50%']
     assert health(rows, {'method': {'name': 'sft'}}) == [] and health(rows) == []
-    assert len(health([{**r, 'reward': 0.0} for r in rows])) == 3  # no config: a reward column says GRPO
+    assert len(health([{**r, 'reward': 0.5} for r in rows])) == 3  # no config: a reward column says GRPO
 
 def test_health_on_fixtures():
     d = load_run(GRPO)
