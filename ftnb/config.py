@@ -88,11 +88,14 @@ class DataCfg(Part):
     prompt_field: str = F('prompt', "Field holding the prompt (prompt_completion format).")
     completion_field: str = F('completion', "Field holding the completion (prompt_completion format).")
     messages_field: str = F('messages', "Field holding the chat messages (messages format).")
+    chat_template: str|None = F(None, "Chat template override for SFT and GRPO: a Jinja file, or the Jinja text itself; saved with the model. None = the tokenizer's own.")
+    chat_template_kwargs: dict = F({}, "Switches of the chat template, passed to every rendering (SFT and GRPO), e.g. {'enable_thinking': False} for Qwen3.")
     response_template: str|None = F(None, "Text format only: train on the tokens after this marker, e.g. '### Answer:'.")
     completion_only: bool = F(True, "Train only on completions / assistant turns. Off = loss on every token.")
     max_length: int = F(512, "Longest sample in tokens.", ge=8)
     too_long: Literal['drop','truncate','split','raise'] = F('truncate', "What to do with a sample longer than max_length. "
-        "'split' (plain text only, e.g. continued pretraining) cuts it into max_length pieces instead of losing the rest.")
+        "'split' (plain text only, e.g. continued pretraining) cuts it into max_length pieces instead of losing the rest. "
+        "GRPO: a prompt longer than method.max_model_len - max_completion_length is dropped, refused, or truncated on the left (its end is kept).")
     overlap: int = F(0, "too_long='split' only: tokens each piece repeats from the end of the one before, as context (masked, so trained once).", ge=0)
     packing: bool = F(False, "Pack several samples into each max_length row (faster, no padding).")
     padding_free: bool = F(False, "Concatenate the batch into one row without padding (needs flash attention on GPU to pay off).")
@@ -124,8 +127,13 @@ class MethodCfg(Part):
     max_completion_length: int = F(64, "GRPO: longest completion in tokens.", ge=1)
     temperature: float = F(1.0, "GRPO: sampling temperature: lower = less exploration.", gt=0)
     top_p: float = F(1.0, "GRPO: nucleus sampling cut-off (1 = off).", gt=0, le=1)
+    top_k: int = F(0, "GRPO: sample only from the k likeliest tokens (0 = off).", ge=0)
+    min_p: float = F(0.0, "GRPO: drop tokens less likely than min_p x the likeliest one (0 = off; 0.05-0.1 is common).", ge=0, le=1)
+    repetition_penalty: float = F(1.0, "GRPO: divide the logits of tokens already in the prompt or completion by this (1 = off; above 1 = less repetition).", gt=0)
+    stop: list[str] = F([], "GRPO: stop strings: a completion ends at the token that completes one of them, which stays in it, e.g. ['</answer>'].")
     beta: float = F(0.0, "GRPO: KL penalty to the reference model (0 = none, saves the reference forward pass).", ge=0)
     epsilon: float = F(0.2, "GRPO: clipping range of the policy ratio.", gt=0)
+    epsilon_high: float|None = F(None, "GRPO: upper clipping range of the policy ratio (DAPO's clip-higher, e.g. 0.28: lets unlikely tokens that earn reward grow faster); None = epsilon.", gt=0)
     loss_type: Literal['grpo','dr_grpo','dapo','bnpo'] = F('dapo', "GRPO: how token losses are normalised (TRL's loss_type).")
     scale_rewards: Literal['group','batch','none'] = F('group', "GRPO: divide advantages by the reward std of the group, the batch, or not at all.")
     engine: Literal['auto','vllm','hf'] = F('auto', "GRPO: generation engine. auto = vLLM colocated on a GPU when installed, else HF generate.")
@@ -194,6 +202,11 @@ def _check_split(c) -> None:
         raise ConfigError('data.too_long', 'split', "use 'truncate' or 'drop', or raise data.max_length",
                           f"only plain text can be cut into pieces: {what} cut in two would leave a piece without the prompt it answers")
 
+def _check_stop(m) -> None:
+    "Stop strings are non-empty."
+    if any(not s for s in m.stop):
+        raise ConfigError('method.stop', m.stop, "remove the empty string, e.g. stop=['</answer>']", 'an empty stop string would end every completion at once')
+
 def _checks(c) -> None:
     "Raise ConfigError for the first combination that cannot work; warn about risky ones."
     a, m = c.adapter, c.model
@@ -213,6 +226,7 @@ def _checks(c) -> None:
     if a.method != 'full' and not a.target_modules:
         raise ConfigError('adapter.target_modules', [], "list layer names such as ['q_proj','v_proj'] or use ['all-linear']", "no layers to adapt")
     _check_split(c)
+    _check_stop(c.method)
     if c.data.response_template and c.data.format in ('prompt_completion', 'messages'):
         raise ConfigError('data.response_template', c.data.response_template, "leave it empty: this format already marks what is trained", f"response_template applies to the text format, not {c.data.format}")
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:
@@ -301,7 +315,7 @@ FMS_KEYS = {  # fms-hf-tuning key -> ftnb field (README, docs/tuning-techniques.
     'model_name_or_path': 'model.name_or_path', 'torch_dtype': 'model.dtype', 'use_flash_attn': 'model.attn_implementation',
     'attn_implementation': 'model.attn_implementation',
     'training_data_path': 'data.path', 'validation_data_path': 'data.eval_path', 'response_template': 'data.response_template',
-    'dataset_text_field': 'data.text_field', 'dataset_conversation_field': 'data.messages_field',
+    'dataset_text_field': 'data.text_field', 'dataset_conversation_field': 'data.messages_field', 'chat_template': 'data.chat_template',
     'max_seq_length': 'data.max_length', 'packing': 'data.packing', 'padding_free': 'data.padding_free',
     'peft_method': 'adapter.method', 'auto_gptq': 'adapter.method', 'bnb_qlora': 'adapter.method',  # after peft_method: they refine it
     'r': 'adapter.r', 'lora_alpha': 'adapter.alpha', 'lora_dropout': 'adapter.dropout',
@@ -315,7 +329,7 @@ FMS_KEYS = {  # fms-hf-tuning key -> ftnb field (README, docs/tuning-techniques.
     'fast_kernels': 'accel.liger', 'use_liger_kernel': 'accel.liger'}  # fms' fast_kernels = fused cross-entropy, RMSNorm, RoPE: Liger's ops
 
 # fms-hf-tuning keys that change nothing ftnb can do (besides transformers.TrainingArguments' own): ignored with a warning
-FMS_NO_EQUIVALENT = ('tokenizer_name_or_path', 'embedding_size_multiple_of', 'data_formatter_template', 'data_config_path', 'chat_template',
+FMS_NO_EQUIVALENT = ('tokenizer_name_or_path', 'embedding_size_multiple_of', 'data_formatter_template', 'data_config_path',
     'instruction_template', 'add_special_tokens', 'cache_dir', 'save_model_dir', 'trackers', 'experiment', 'aim_repo', 'aim_remote_server_ip',
     'aim_remote_server_port', 'mlflow_uri', 'mlflow_tracking_uri', 'trainer_controller_config_file', 'bias', 'init_lora_weights',
     'fused_lora', 'multipack', 'fast_moe', 'lora_post_process_for_vllm', 'num_virtual_tokens', 'prompt_tuning_init', 'prompt_tuning_init_text')

@@ -16,8 +16,8 @@ from datasets import Dataset
 from .config import ConfigError, DataCfg, DataError
 
 # %% auto #0
-__all__ = ['FILE_EXTS', 'FORMATS', 'check_source', 'load_rows', 'detect_format', 'DataWarning', 'split_sample', 'tokenize',
-           'SampleView', 'show_sample', 'prepare', 'sft_kwargs']
+__all__ = ['FILE_EXTS', 'FORMATS', 'check_source', 'load_rows', 'detect_format', 'DataWarning', 'split_sample',
+           'use_chat_template', 'tokenize', 'SampleView', 'show_sample', 'prepare', 'sft_kwargs']
 
 # %% ../nbs/02_data.ipynb #9f19db23
 FILE_EXTS = ('.jsonl', '.json', '.csv', '.parquet')  # local files we read
@@ -191,29 +191,29 @@ def _render(tok, msgs:list, **kw) -> str:
     "The chat template rendered as text."
     return tok.apply_chat_template(msgs, tokenize=False, **kw)
 
-def _assistant_spans(tok, msgs:list) -> list[tuple[int, int]]:
-    "Character spans of the assistant turns in the rendered chat, found by rendering prefixes."
-    full, spans = _render(tok, msgs), []
+def _assistant_spans(tok, msgs:list, **kw) -> list[tuple[int, int]]:
+    "Character spans of the assistant turns in the rendered chat, found by rendering prefixes (`kw`: the template's switches)."
+    full, spans = _render(tok, msgs, **kw), []
     for k, m in enumerate(msgs):
         if m.get('role') != 'assistant': continue
-        a, b = _render(tok, msgs[:k], add_generation_prompt=True) if k else '', _render(tok, msgs[:k+1])
+        a, b = _render(tok, msgs[:k], add_generation_prompt=True, **kw) if k else '', _render(tok, msgs[:k+1], **kw)
         if not (full.startswith(a) and full.startswith(b) and b.startswith(a)): return None  # template renders prefixes differently
         spans.append((len(a), len(b.rstrip())))
     return spans
 
 # %% ../nbs/02_data.ipynb #eb014a09
-def _encode_chat(tok, msgs:list, src:str) -> tuple[list[int], list[bool]]:
-    "Token ids of a conversation and which are assistant tokens."
+def _encode_chat(tok, msgs:list, src:str, **kw) -> tuple[list[int], list[bool]]:
+    "Token ids of a conversation and which are assistant tokens (`kw`: the template's switches, e.g. enable_thinking)."
     if not getattr(tok, 'chat_template', None):
         raise DataError(src, 'the tokenizer has no chat template, so chat messages cannot be rendered', "use a chat model's tokenizer, set tok.chat_template, or give the samples as text")
     if _GEN_TAG.search(tok.chat_template):
-        out = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        out = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, **kw)
         return list(out['input_ids']), [bool(a) for a in out['assistant_masks']]
-    spans = _assistant_spans(tok, msgs)
+    spans = _assistant_spans(tok, msgs, **kw)
     if spans is None:
         raise DataError(src, 'the chat template renders a conversation prefix differently from the full conversation, so assistant turns cannot be located',
                         'use a template with {% generation %} tags, or set completion_only=False to train on every token')
-    enc = tok(_render(tok, msgs), add_special_tokens=False, return_offsets_mapping=True)
+    enc = tok(_render(tok, msgs, **kw), add_special_tokens=False, return_offsets_mapping=True)
     return list(enc['input_ids']), [any(s < b and e > a for a, b in spans) for s, e in enc['offset_mapping']]
 
 # %% ../nbs/02_data.ipynb #df876703
@@ -274,7 +274,8 @@ def _checked_chat(msgs:list, i:int, src:str) -> list:
 
 def _encode_one(row:dict, i:int, tok, cfg:DataCfg, fmt:str, src:str) -> tuple[list[int], list[bool]] | None:
     "ids and trained mask (before completion_only) for one row of format `fmt`."
-    if fmt == 'messages': ids, tr = _encode_chat(tok, _checked_chat(_check_msgs(row[cfg.messages_field], cfg.messages_field, i, src), i, src), src)
+    kw = cfg.chat_template_kwargs
+    if fmt == 'messages': ids, tr = _encode_chat(tok, _checked_chat(_check_msgs(row[cfg.messages_field], cfg.messages_field, i, src), i, src), src, **kw)
     elif fmt == 'text':
         text, start = _check_str(row[cfg.text_field], cfg.text_field, i, src), 0
         if cfg.response_template and cfg.completion_only:
@@ -284,8 +285,8 @@ def _encode_one(row:dict, i:int, tok, cfg:DataCfg, fmt:str, src:str) -> tuple[li
         ids, tr = _encode_text(tok, text, start)
     elif isinstance(row[cfg.prompt_field], list):  # conversational prompt/completion
         p = _check_msgs(row[cfg.prompt_field], cfg.prompt_field, i, src)
-        ids, tr = _encode_chat(tok, _checked_chat(p + _check_msgs(row[cfg.completion_field], cfg.completion_field, i, src), i, src), src)
-        n = _prefix_len(tok.apply_chat_template(p, tokenize=True, return_dict=True, add_generation_prompt=True)['input_ids'], ids)
+        ids, tr = _encode_chat(tok, _checked_chat(p + _check_msgs(row[cfg.completion_field], cfg.completion_field, i, src), i, src), src, **kw)
+        n = _prefix_len(tok.apply_chat_template(p, tokenize=True, return_dict=True, add_generation_prompt=True, **kw)['input_ids'], ids)
         tr = [False]*n + tr[n:]
     else:
         p, c = _check_str(row[cfg.prompt_field], cfg.prompt_field, i, src), _check_str(row[cfg.completion_field], cfg.completion_field, i, src)
@@ -378,6 +379,34 @@ def _fit_length(ds:Dataset, cfg:DataCfg, src:str) -> Dataset:
     if len(bare) == len(lens): raise DataError(src, f"no sample has a trained token within max_length={M}", f"raise max_length to at least {max(lens)}")
     return ds.select(sorted(set(range(len(lens))) - set(bare))) if bare else ds
 
+# %% ../nbs/02_data.ipynb #8280c376
+def _template_text(v:str) -> str:
+    "The Jinja text of `data.chat_template`: `v` itself when it holds Jinja tags, else the file it names."
+    if '{{' in v or '{%' in v: return v
+    p = Path(v).expanduser()
+    if not p.is_file(): raise ConfigError('data.chat_template', v, 'give the path of an existing Jinja file, or the template text itself '
+                                          '(with its {% ... %} and {{ ... }} tags)', f'there is no file {str(p)!r}')
+    return p.read_text()
+
+_PROBE = [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]
+
+def use_chat_template(tok, # the tokenizer: its chat_template is replaced in place (and saved with the model)
+                      cfg:DataCfg, # chat_template and chat_template_kwargs
+                     ):
+    "Put `cfg.chat_template` (a file or Jinja text) on `tok`, once it renders a user and an assistant turn with `cfg.chat_template_kwargs`."
+    if not cfg.chat_template: return tok
+    from jinja2 import TemplateError
+    text = _template_text(cfg.chat_template)
+    try:
+        for msgs, gen in ((_PROBE, False), (_PROBE[:1], True)):
+            tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen, chat_template=text, **cfg.chat_template_kwargs)
+    except (TemplateError, TypeError, ValueError) as e:
+        v = cfg.chat_template if len(cfg.chat_template) < 80 else cfg.chat_template[:77] + '...'
+        raise ConfigError('data.chat_template', v, "fix the template so that it renders [{'role': 'user', ...}, {'role': 'assistant', ...}] "
+                          '(and the switches in data.chat_template_kwargs)', f'it does not render: {type(e).__name__}: {e}') from None
+    tok.chat_template = text
+    return tok
+
 # %% ../nbs/02_data.ipynb #afdd98aa
 def tokenize(ds:Dataset, # raw rows from `load_rows`
              tok, # a fast tokenizer (with a chat template for chat data)
@@ -387,6 +416,7 @@ def tokenize(ds:Dataset, # raw rows from `load_rows`
             ) -> Dataset:
     "Rows -> Dataset of `input_ids` and `labels` (-100 = not trained), with too-long samples handled."
     src = source or cfg.path
+    use_chat_template(tok, cfg)
     fmt = fmt or detect_format(ds, cfg, src)
     if cfg.response_template and fmt != 'text':
         raise ConfigError('data.response_template', cfg.response_template, "leave it empty: this format already marks what is trained", f"response_template applies to the text format, but the data is {fmt}")

@@ -117,6 +117,24 @@ class HFEngine(Engine):
         return (eos[0] if pad is None and eos else pad or 0), eos
 
 # %% ../nbs/09_engine.ipynb #f2a46d26
+def _stop_cut(tok, g:list[int], stop:list[str])->int:
+    "Tokens of `g` up to the one that completes the first stop string (all of `g` when none appears)."
+    # HF generate stops a row at a stop string but pads it to the batch's length, and says nowhere where: find the
+    # shortest prefix whose text holds a stop string, by bisection (a prefix's text only grows)
+    hit = lambda k: any(s in tok.decode(g[:k]) for s in stop)
+    if not hit(len(g)): return len(g)
+    lo, hi = 0, len(g)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if hit(mid) else (mid, hi)
+    return hi
+
+def _stop_tokenizer(self:HFEngine):
+    if self.tokenizer is None: raise ConfigError('method.stop', 'set', 'pass tokenizer= to get_engine', 'HF generate needs the tokenizer to find stop strings')
+    return self.tokenizer
+
+HFEngine._stop_tokenizer = _stop_tokenizer
+
 @torch.no_grad()
 def _hf_generate(self:HFEngine, prompts:list[list[int]], # token ids of each prompt
                  n:int=1,                 # completions per prompt
@@ -124,7 +142,9 @@ def _hf_generate(self:HFEngine, prompts:list[list[int]], # token ids of each pro
                  temperature:float=1.0,   # 0 = greedy
                  top_p:float=1.0, seed:int|None=None,
                  logprobs:bool=False,     # also return each sampled token's log-probability
-                 top_k:int=0, min_p:float=0.0, repetition_penalty:float=1.0)->Completions:
+                 top_k:int=0, min_p:float=0.0, repetition_penalty:float=1.0,
+                 stop:list[str]|None=None, # stop strings: a completion ends at the token that completes one (kept)
+                )->Completions:
     "Sample `n` completions of each prompt with HF `generate`."
     m = self.model
     pad, eos = self._special()
@@ -133,11 +153,13 @@ def _hf_generate(self:HFEngine, prompts:list[list[int]], # token ids of each pro
     ids = torch.tensor([[pad] * (L - len(r)) + r for r in rows], device=m.device)
     mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows], device=m.device)
     kw = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p or None) if temperature > 0 else dict(do_sample=False)
+    if stop: kw.update(stop_strings=list(stop), tokenizer=self._stop_tokenizer())
     with self.phase('generate'), _seeded(seed, m.device), _eval(m):
         out = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, pad_token_id=pad, eos_token_id=eos or None,
                          repetition_penalty=repetition_penalty, output_scores=logprobs, return_dict_in_generate=True, **kw)
     gen = out.sequences[:, L:].tolist()
     cut = [next((i + 1 for i, t in enumerate(g) if t in eos), len(g)) for g in gen]  # keep the EOS, drop the padding after it
+    if stop: cut = [_stop_cut(self.tokenizer, g[:k], stop) for g, k in zip(gen, cut)]  # a row stopped by a string is padded after it
     comp = [g[:k] for g, k in zip(gen, cut)]
     lps = None
     if logprobs:
@@ -568,7 +590,7 @@ def _vllm_generate(self:VLLMEngine, prompts:list[list[int]], # token ids of each
     "Sample `n` completions of each prompt (with the synced adapter, if any)."
     from vllm import SamplingParams
     self.wake()
-    sampling.setdefault('detokenize', False)  # ids are all we return; also safe for ids past the tokenizer's vocabulary
+    sampling.setdefault('detokenize', bool(sampling.get('stop')))  # ids are all we return (safe for ids past the vocabulary); stop strings need the text
     sp = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                         logprobs=0 if logprobs else None, **sampling)
     with self.phase('generate'):

@@ -20,9 +20,9 @@ from .events import Bus, EventQueue, Log, Rollouts, Timeline
 from .runs import Run, RunResult, trainer_kwargs
 
 # %% auto #0
-__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'check_rewards', 'check_step_rewards', 'RewardGuard', 'RolloutConfig',
-           'grpo_args', 'RolloutTrainer', 'vllm_is_ratio', 'rollout_rows', 'StepRecorder', 'engine_for', 'prepare',
-           'train']
+__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'fit_prompts', 'check_rewards', 'check_step_rewards', 'RewardGuard',
+           'RolloutConfig', 'grpo_args', 'RolloutTrainer', 'vllm_is_ratio', 'rollout_rows', 'StepRecorder',
+           'engine_for', 'prepare', 'train']
 
 # %% ../nbs/10_grpo.ipynb #939b3f82
 def _prompt_answer(row:dict, i:int, cfg:DataCfg, fmt:str, src:str) -> dict:
@@ -50,11 +50,12 @@ def grpo_rows(cfg:DataCfg, # what to load; `max_samples` applies
 
 # %% ../nbs/10_grpo.ipynb #f509e531
 def prompt_lengths(rows, # from `grpo_rows`
-                   tok)->list[int]:
+                   tok, **kw, # the chat template's switches (data.chat_template_kwargs)
+                  )->list[int]:
     "Tokens in each prompt, tokenized as TRL's GRPOTrainer does."
     ps = list(rows['prompt'])
     if ps and isinstance(ps[0], list):
-        ids = tok.apply_chat_template(ps, add_generation_prompt=True, tokenize=True, return_dict=True)['input_ids']
+        ids = tok.apply_chat_template(ps, add_generation_prompt=True, tokenize=True, return_dict=True, **kw)['input_ids']
     else: ids = tok(text=ps)['input_ids']
     return [len(x) for x in ids]
 
@@ -72,7 +73,56 @@ def check_lengths(lens:list[int], # from `prompt_lengths`
         raise ConfigError('method.max_completion_length', c, f'lower it to {limit - n} or less, or shorten the prompts to {limit - c} tokens',
                           f'{said} > {limit}, the most positions the model takes (max_position_embeddings)')
     raise ConfigError('method.max_model_len', m.max_model_len, f'raise method.max_model_len to {n + c}, lower method.max_completion_length '
-                      f'to {limit - n}, or drop prompts over {limit - c} tokens', f"{said} > the engine's max_model_len")
+                      f"to {limit - n}, or set data.too_long='drop' or 'truncate' (for the prompts over {limit - c} tokens)", f"{said} > the engine's max_model_len")
+
+# %% ../nbs/10_grpo.ipynb #02fffa6f
+def _cut_text(tok, p:str, budget:int) -> str:
+    "The end of text prompt `p` that TRL tokenizes to at most `budget` tokens."
+    ids = tok(text=p, add_special_tokens=False)['input_ids']
+    k = budget - (len(tok(text=p)['input_ids']) - len(ids))  # room left by the special tokens the tokenizer adds (a BOS)
+    while k > 0:  # a cut can merge differently when encoded again: shorten until it fits
+        s = tok.decode(ids[-k:])
+        if len(tok(text=s)['input_ids']) <= budget: return s
+        k -= 1
+    return ''
+
+def _cut_chat(tok, msgs:list, budget:int, **kw) -> list:
+    "The conversation `msgs` with its oldest text cut off (the first turns shortened, then dropped) until its prompt fits `budget`."
+    msgs, n_of = [dict(m) for m in msgs], lambda ms: prompt_lengths({'prompt': [ms]}, tok, **kw)[0]
+    while (over := n_of(msgs) - budget) > 0:
+        c = msgs[0].get('content')
+        ids = tok(text=c, add_special_tokens=False)['input_ids'] if isinstance(c, str) else []
+        if len(ids) > over: msgs[0]['content'] = tok.decode(ids[over:])
+        elif len(msgs) > 1: msgs.pop(0)
+        elif ids: msgs[0]['content'] = ''
+        else: break  # the template alone is longer than the budget: check_lengths says so
+    return msgs
+
+# %% ../nbs/10_grpo.ipynb #d14ac41a
+def fit_prompts(rows, # from `grpo_rows`
+                tok, m:MethodCfg,
+                too_long:str='raise', # data.too_long: 'raise', 'drop' or 'truncate' (left: a prompt keeps its end)
+                max_positions:int|None=None, # the model's max_position_embeddings, if known
+                **kw, # the chat template's switches (data.chat_template_kwargs)
+               ):
+    "The rows whose prompts fit the engine with `max_completion_length`, as `too_long` says; a ConfigError when that cannot be done."
+    lens = prompt_lengths(rows, tok, **kw)
+    budget = min(m.max_model_len, max_positions or m.max_model_len) - m.max_completion_length
+    long = [i for i, n in enumerate(lens) if n > budget]
+    if too_long == 'raise' or not long or budget < 1: return check_lengths(lens, m, max_positions) or rows
+    desc = f'longer than {budget} tokens (max_model_len - max_completion_length; longest: {max(lens)})'
+    what = f'{len(long)} of {len(lens)} prompts are {desc}'
+    if too_long == 'drop':
+        if len(long) == len(lens): raise ConfigError('data.too_long', 'drop', f"use 'truncate', or raise method.max_model_len to {max(lens) + m.max_completion_length}", f'all {len(lens)} prompts are {desc}')
+        warnings.warn(f'{what}: dropped them', data.DataWarning, stacklevel=2)
+        return rows.select(sorted(set(range(len(lens))) - set(long)))
+    if too_long != 'truncate': raise ConfigError('data.too_long', too_long, "use 'truncate', 'drop' or 'raise'", 'GRPO prompts cannot be split')
+    warnings.warn(f'{what}: kept the end of each (left-truncated)', data.DataWarning, stacklevel=2)
+    cut = lambda p: _cut_chat(tok, p, budget, **kw) if isinstance(p, list) else _cut_text(tok, p, budget)
+    L = set(long)
+    with data._quiet(len(rows)): rows = rows.map(lambda r, i: {'prompt': cut(r['prompt']) if i in L else r['prompt']}, with_indices=True)
+    check_lengths(prompt_lengths(rows, tok, **kw), m, max_positions)  # a template longer than the budget by itself
+    return rows
 
 # %% ../nbs/10_grpo.ipynb #3052b9a6
 def _noop(*a, **k): pass
@@ -124,11 +174,14 @@ def grpo_args(cfg:RunConfig, **extra)->RolloutConfig:
     m = cfg.method
     _, weights = R.combine(m.rewards)
     kw = dict(num_generations=m.num_generations, max_completion_length=m.max_completion_length, temperature=m.temperature,
-              top_p=m.top_p, beta=m.beta, epsilon=m.epsilon, loss_type=m.loss_type, scale_rewards=m.scale_rewards,
+              top_p=m.top_p, top_k=m.top_k, min_p=m.min_p or None, repetition_penalty=m.repetition_penalty,
+              generation_kwargs={'stop': list(m.stop)} if m.stop else None,  # to vllm.SamplingParams, or the HF engine's stop strings
+              beta=m.beta, epsilon=m.epsilon, epsilon_high=m.epsilon_high, loss_type=m.loss_type, scale_rewards=m.scale_rewards,
               reward_weights=weights, use_vllm=True, vllm_mode='colocate', vllm_gpu_memory_utilization=m.gpu_memory_utilization,
               vllm_enable_sleep_mode=m.sleep_level > 0, vllm_max_model_length=m.max_model_len,
               disable_dropout=True,  # the engine samples without dropout: the trainer's logprobs must match its own
               log_completions=False,  # TRL's table printing and parquet: ftnb writes its own rollout log
+              chat_template_kwargs=dict(cfg.data.chat_template_kwargs) or None,  # the template's switches, e.g. enable_thinking
               old_logprobs=m.old_logprobs)
     return RolloutConfig(**{**trainer_kwargs(cfg), **kw, **extra})
 
@@ -298,12 +351,12 @@ def prepare(cfg:RunConfig):
         raise ConfigError('method.name', cfg.method.name, "set method.name='grpo', or call ftnb.sft.train", 'ftnb.grpo.train runs GRPO only')
     cfg.check()
     funcs, _ = R.combine(cfg.method.rewards)
-    tok = models.load_tokenizer(cfg.model)
+    tok = data.use_chat_template(models.load_tokenizer(cfg.model), cfg.data)
     rows = grpo_rows(cfg.data)
     if cfg.data.eval_path:  # not built yet: a held-out evaluation during GRPO (issue 11); say so rather than ignore it
         warnings.warn(f'data.eval_path={cfg.data.eval_path!r} is not used by GRPO: it trains on every prompt of data.path and '
                       'evaluates nothing during training. Fix: leave data.eval_path unset, or evaluate the final model yourself.', data.DataWarning)
-    check_lengths(prompt_lengths(rows, tok), cfg.method, _max_positions(cfg.model))
+    rows = fit_prompts(rows, tok, cfg.method, cfg.data.too_long, _max_positions(cfg.model), **cfg.data.chat_template_kwargs)
     check_rewards(funcs, rows)
     return tok, rows, funcs
 

@@ -23,10 +23,10 @@ from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart,
 __all__ = ['DATA_KEYS', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEWS', 'metrics_table', 'series', 'RunData',
            'load_run', 'View', 'line', 'new_figure', 'sync', 'sync_all', 'tokens_per_s', 'tokens_traces',
            'reward_traces', 'step_split', 'step_time_traces', 'memory_traces', 'view_order', 'grid_figure', 'grid_cell',
-           'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_nan',
-           'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table', 'rollout_html',
-           'status_text', 'run_summary', 'summary_html', 'field_applies', 'applied_config', 'config_html',
-           'write_report']
+           'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_entropy',
+           'hint_kl', 'hint_clip', 'hint_reward_flat', 'hint_nan', 'hint_grad', 'hint_eval', 'health', 'hints_html',
+           'rollout_columns', 'rollout_table', 'rollout_html', 'status_text', 'run_summary', 'summary_html',
+           'field_applies', 'applied_config', 'config_html', 'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -358,6 +358,36 @@ def hint_length(rows, max_len:int|None=None, n:int=5, near:float=0.9, clipped:fl
     if max_len and len(m) == n and not any(map(_bad, m)) and m[-1] > near*max_len and m[-1] > m[0]:
         return Hint('warn', f'mean completion length {m[-1]:.0f} is climbing toward max_completion_length={max_len}.')
 
+# %% ../nbs/11_viz.ipynb #ae680c41
+def _held(rows, key:str, n:int, test) -> list|None:
+    "The last `n` finite values of `key` when there are `n` and `test` holds for each, else None."
+    v = last(rows, key, n)
+    return v if len(v) == n and not any(map(_bad, v)) and all(map(test, v)) else None
+
+def hint_entropy(rows, low:float=0.01, n:int=5) -> Hint|None:
+    "Token entropy below `low` for the last `n` logs: the completions collapsed to one mode."
+    if v := _held(rows, 'entropy', n, lambda x: x < low):
+        return Hint('warn', f'entropy {v[-1]:.3g} < {low} for the last {n} logs (healthy: 0.05-0.5): the model samples one answer '
+                            'every time, so groups stop differing. Raise temperature, lower the learning rate, or set method.epsilon_high (e.g. 0.28).')
+
+def hint_kl(rows, high:float=2.0, n:int=2) -> Hint|None:
+    "KL to the reference above `high` for the last `n` logs: the policy has diverged."
+    if v := _held(rows, 'kl', n, lambda x: x > high):
+        return Hint('warn', f'KL to the reference {v[-1]:.3g} > {high} (healthy: up to 0.5): the policy has drifted far from the '
+                            'base model. Raise method.beta, lower the learning rate, or stop at an earlier checkpoint.')
+
+def hint_clip(rows, high:float=0.3, n:int=3) -> Hint|None:
+    "More than `high` of the tokens clipped for the last `n` logs: each step moves the policy too far."
+    if v := _held(rows, 'clip_ratio/region_mean', n, lambda x: x > high):
+        return Hint('warn', f'{v[-1]:.0%} of tokens fall outside the clip range (clip_ratio/region_mean > {high}; healthy: < 0.1): '
+                            'each update moves the policy too far. Lower the learning rate.')
+
+def hint_reward_flat(rows, n:int=20, eps:float=0.01) -> Hint|None:
+    "The reward stayed within `eps` of zero for the last `n` logs: a broken reward function or a task too hard."
+    if _held(rows, 'reward', n, lambda x: abs(x) < eps):
+        return Hint('warn', f'the reward stayed at 0 for the last {n} logs (healthy: above 0.15 within 20 steps): check the reward '
+                            'functions on a few completions (ftnb.rewards), make the task easier, or prime the format with a short SFT first.')
+
 # %% ../nbs/11_viz.ipynb #54331a33
 def hint_nan(rows, keys:tuple=('loss', 'grad_norm'), n:int=3) -> Hint|None:
     "Loss or grad norm became NaN or inf."
@@ -385,6 +415,8 @@ def health(rows:list[dict], config:dict|None=None) -> list[Hint]:
     m = (config or {}).get('method') or {}
     max_len = m.get('max_completion_length') if m.get('name') == 'grpo' else None
     hs = [hint_nan(rows), hint_grad(rows), hint_eval(rows), hint_zero_std(rows), hint_length(rows, max_len)]
+    grpo = m.get('name') == 'grpo' if m else any('reward' in r for r in rows)  # TRL's SFTTrainer logs an entropy too: low is fine there
+    if grpo: hs += [hint_entropy(rows), hint_kl(rows), hint_clip(rows), hint_reward_flat(rows)]
     return [h for h in hs if h]
 
 def hints_html(hints:list[Hint],

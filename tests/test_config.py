@@ -86,6 +86,8 @@ def test_fms_acceleration_keys_are_kept():
     assert (c.data.padding_free, c.accel.liger, c.adapter.method, c.data.messages_field, c.train.max_grad_norm, c.train.save_total_limit) == \
            (True, True, 'gptq_lora', 'msgs', 0.5, 3)
     assert C.from_fms({**FMS, 'bnb_qlora': ['nf4'], 'torch_dtype': 'bfloat16'}).adapter.method == 'qlora'
+    tmpl = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert C.from_fms({**FMS, 'chat_template': tmpl}).data.chat_template == tmpl  # fms' chat_template: ftnb's data.chat_template
 
 def test_fms_unknown_key_is_refused_known_ones_warn():
     with pytest.raises(C.ConfigError, match="did you mean 'per_device_train_batch_size'"): C.from_fms({**FMS, 'per_device_train_batchsize': 4})

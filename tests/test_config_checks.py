@@ -34,6 +34,7 @@ REFUSED = {  # name -> config dict
     'split chat samples': {'data': {'too_long': 'split', 'format': 'messages'}},
     'split prompt_completion samples': {'data': {'too_long': 'split', 'format': 'prompt_completion'}},
     'split grpo prompts': {'data': {'too_long': 'split'}, 'method': GRPO},
+    'empty stop string': {'method': {**GRPO, 'stop': ['', '</answer>']}},
 }
 ACCEPTED = [  # each one value away from a refusal above
     {'adapter': {'method': 'alora', 'alora_invocation': '<|im_start|>assistant'}},
@@ -50,7 +51,7 @@ ACCEPTED = [  # each one value away from a refusal above
     {'method': {**GRPO, 'sync': 'adapter'}, 'adapter': {'method': 'qlora'}},
     {'adapter': {'method': 'dora'}}, {'adapter': {'modules_to_save': ['lm_head']}},
     {'data': {'too_long': 'split', 'overlap': 63, 'max_length': 64}}, {'data': {'too_long': 'split'}},
-    {'data': {'too_long': 'split', 'format': 'text'}}, {'train': {'lr': 1e-2}}, {'adapter': {'method': 'full'}, 'train': {'lr': 1e-3}},
+    {'data': {'too_long': 'split', 'format': 'text'}}, {'method': {**GRPO, 'stop': [' ', '</answer>']}}, {'train': {'lr': 1e-2}}, {'adapter': {'method': 'full'}, 'train': {'lr': 1e-3}},
 ]
 WARNED = {
     'lr above the adapter line': {'train': {'lr': 1.1e-2}},

@@ -357,3 +357,33 @@ def test_hub_datasets_run_no_remote_code(monkeypatch):
     monkeypatch.setattr(datasets, 'load_dataset', spy)
     assert load_rows(DataCfg(path='someone/some-set')).to_list() == [{'text': 'x'}]
     assert seen and all(not k.get('trust_remote_code') for k in seen)
+
+# ---- chat template override ------------------------------------------------------------------------------
+
+THINK_TEMPLATE = ("{%- if enable_thinking is defined and enable_thinking is false -%}{{- '/no_think\\n' -}}{%- endif -%}"
+                  "{%- for m in messages -%}{{- '[' + m['role'] + '] ' -}}"
+                  "{%- if m['role'] == 'assistant' -%}{% generation %}{{- m['content'] + '<|im_end|>' -}}{% endgeneration %}"
+                  "{%- else -%}{{- m['content'] -}}{%- endif -%}{{- '\\n' -}}{%- endfor -%}"
+                  "{%- if add_generation_prompt -%}{{- '[assistant] ' -}}"
+                  "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<no-think> ' -}}{%- endif -%}{%- endif -%}")
+
+def test_chat_template_override_file_and_enable_thinking(tmp_path):
+    "data.chat_template (a file here) changes the tokenized sample and is kept by the tokenizer; enable_thinking reaches it."
+    f = tmp_path/'think.jinja'; f.write_text(THINK_TEMPLATE)
+    rows = Dataset.from_list([{'prompt': CHAT[:2], 'completion': [{'role': 'assistant', 'content': '4'}]}])
+    own = tokenize(rows, tiny_tokenizer(), DataCfg(path='mem'))[0]
+    t = tiny_tokenizer()
+    new = tokenize(rows, t, DataCfg(path='mem', chat_template=str(f)))[0]
+    assert t.chat_template == THINK_TEMPLATE and new['input_ids'] != own['input_ids']
+    assert t.decode(new['input_ids']).startswith('[system] You add numbers.\n[user] 2+2=\n[assistant] 4<|im_end|>')
+    assert trained_runs(t, new) == ['4<|im_end|>']
+    off = tokenize(rows, t, DataCfg(path='mem', chat_template=str(f), chat_template_kwargs={'enable_thinking': False}))[0]
+    on = tokenize(rows, t, DataCfg(path='mem', chat_template=str(f), chat_template_kwargs={'enable_thinking': True}))[0]
+    assert on == new and t.decode(off['input_ids']) == '/no_think\n' + t.decode(new['input_ids'])  # the switch reaches the template
+    assert trained_runs(t, off) == ['4<|im_end|>']
+
+def test_chat_template_refusals(tmp_path):
+    err(lambda: tokenize(Dataset.from_dict({'messages': [CHAT]}), tiny_tokenizer(), DataCfg(path='mem', chat_template=str(tmp_path/'gone.jinja'))),
+        "data.chat_template=", 'gone.jinja', 'there is no file', 'existing Jinja file', cls=ConfigError)
+    err(lambda: tokenize(Dataset.from_dict({'messages': [CHAT]}), tiny_tokenizer(), DataCfg(path='mem', chat_template="{{ messages[0]['content'] | nosuchfilter }}")),
+        'data.chat_template=', 'it does not render', 'fix the template', cls=ConfigError)

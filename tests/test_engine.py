@@ -217,3 +217,18 @@ def test_grpo_two_steps_through_the_hook_on_hf(tok, tmp_path):
     assert len(logs) == 2 and all(h['sampling/sampling_logp_difference/max'] < 1e-3 for h in logs)  # our logprobs are the trainer's
     assert [p['name'] for p in eng.drain_phases()] == ['generate', 'generate']
     assert moved
+
+def test_hf_stop_strings_cut_completions(tok):
+    "A stop string ends a completion at the token that completes it (kept), and the padding after it is dropped."
+    e = HFEngine(tiny(tok), tok)
+    prompts = [tok('12+34=')['input_ids'], tok('7=')['input_ids']]
+    full = e.generate(prompts, max_tokens=12, temperature=0)
+    c = full[0][0]
+    stop = tok.decode(c[3:5])  # text that greedy decoding reaches after 5 tokens
+    k = next(i for i in range(1, len(c) + 1) if stop in tok.decode(c[:i]))
+    out = e.generate(prompts, max_tokens=12, temperature=0, stop=[stop])
+    assert out[0][0] == c[:k] and k < len(c) and stop in tok.decode(out[0][0]) and stop not in tok.decode(out[0][0][:-1])
+    c1 = full[1][0]  # the other row: cut at its own first stop string, or left whole
+    k1 = next((i for i in range(1, len(c1) + 1) if stop in tok.decode(c1[:i])), len(c1))
+    assert out[1][0] == c1[:k1]
+    with pytest.raises(ConfigError, match='method.stop'): HFEngine(tiny(tok)).generate(prompts, max_tokens=2, stop=['x'])

@@ -79,6 +79,14 @@ def test_generate_shapes_logprobs_seed(eng, prompts):
     assert all(x <= 0 for o in out.logprobs for l in o for x in l)
     assert out == eng.generate(prompts, n=3, max_tokens=6, temperature=1.0, top_p=0.9, seed=5)
 
+def test_stop_strings(eng, prompts, tok):
+    "method.stop reaches SamplingParams (which then detokenizes): the completion ends at the token that completes the string."
+    full = eng.generate(prompts[:1], max_tokens=8, temperature=0)[0][0]
+    stop = tok.decode(full[2:4])
+    k = next(i for i in range(1, len(full) + 1) if stop in tok.decode(full[:i]))
+    cut = eng.generate(prompts[:1], max_tokens=8, temperature=0, stop=[stop])[0][0]
+    assert k < len(full) and cut == full[:k]  # the same cut as the HF engine's (tests/test_engine.py)
+
 def test_adapter_sync_matches_peft(eng, tiny_path, prompts, tok):
     pm = lora_model(tiny_path, seed=1)
     hf = HFEngine(pm, tok)

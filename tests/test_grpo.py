@@ -63,11 +63,11 @@ def test_rollouts_and_timeline_every_step(tmp_path):
 
 def test_prompt_too_long_for_engine(tmp_path):
     cfg = small(tmp_path, name='long')
-    cfg.method.max_model_len, cfg.method.max_completion_length = 16, 12
+    cfg.method.max_model_len, cfg.method.max_completion_length, cfg.data.too_long = 16, 12, 'raise'
     with pytest.raises(ConfigError) as e: train(cfg)
     msg = str(e.value)
     assert e.value.field == 'method.max_model_len' and 'has 6 tokens' in msg and '6 + max_completion_length 12 = 18' in msg
-    assert 'raise method.max_model_len to 18' in msg and 'lower method.max_completion_length to 10' in msg
+    assert 'raise method.max_model_len to 18' in msg and 'lower method.max_completion_length to 10' in msg and "data.too_long='drop' or 'truncate'" in msg
     assert not cfg.run_dir.exists()  # refused before anything started
 
 def test_checks_before_start(tmp_path):
@@ -155,3 +155,84 @@ def test_eval_path_is_not_silently_ignored(tmp_path):
     with pytest.warns(UserWarning, match="data.eval_path='toy:addition_test' is not used by GRPO"): prepare(cfg)
     cfg.data.eval_path = None
     with warnings.catch_warnings(): warnings.filterwarnings('error', message='.*eval_path'); prepare(cfg)
+
+def test_generation_knobs_reach_trl_and_the_engine(tmp_path, monkeypatch):
+    "method.stop/top_k/min_p/repetition_penalty reach the engine through TRL; epsilon_high reaches TRL's loss."
+    from ftnb.engine import HFEngine
+    from ftnb.grpo import grpo_args
+    cfg = small(tmp_path, name='knobs', max_steps=1)
+    cfg.method = cfg.method.model_copy(update=dict(stop=['+', '='], top_k=5, min_p=0.05, repetition_penalty=1.3, epsilon_high=0.28))
+    a = grpo_args(cfg)
+    assert (a.top_k, a.min_p, a.repetition_penalty, a.epsilon_high, a.generation_kwargs) == (5, 0.05, 1.3, 0.28, {'stop': ['+', '=']})
+    assert grpo_args(small(tmp_path)).generation_kwargs is None and grpo_args(small(tmp_path)).epsilon_high is None
+    seen, gen = [], HFEngine.generate
+    def spy(self, prompts, **kw):
+        out = gen(self, prompts, **kw); seen.append((kw, out)); return out
+    monkeypatch.setattr(HFEngine, 'generate', spy)
+    res = train(cfg)
+    assert res.status == 'finished' and res.trainer.epsilon_high == 0.28
+    kw, out = seen[0]
+    assert {k: kw[k] for k in ('stop', 'top_k', 'min_p', 'repetition_penalty')} == dict(stop=['+', '='], top_k=5, min_p=0.05, repetition_penalty=1.3)
+    tok = res.trainer.processing_class
+    assert all(not any(s in tok.decode(c[0][:-1]) for s in '+=') for c in out)  # nothing runs on past a stop string
+
+def test_chat_template_and_its_switches_reach_trl(tmp_path, monkeypatch):
+    "data.chat_template (Jinja text here) and data.chat_template_kwargs shape the prompt ids TRL sends to the engine."
+    from test_data import THINK_TEMPLATE
+    from ftnb.engine import HFEngine
+    cfg = small(tmp_path, name='tmpl', max_steps=1)
+    cfg.data.path, cfg.method.max_model_len = 'toy:chat', 1024
+    cfg.data.chat_template, cfg.data.chat_template_kwargs = THINK_TEMPLATE, {'enable_thinking': False}
+    seen, gen = [], HFEngine.generate
+    def spy(self, prompts, **kw): seen.append(prompts); return gen(self, prompts, **kw)
+    monkeypatch.setattr(HFEngine, 'generate', spy)
+    res = train(cfg)
+    tok = res.trainer.processing_class
+    assert res.status == 'finished' and tok.chat_template == THINK_TEMPLATE and res.trainer.args.chat_template_kwargs == {'enable_thinking': False}
+    texts = [tok.decode(p) for p in seen[0]]
+    assert all(t.startswith('/no_think\n') and t.endswith('[assistant] <no-think> ') for t in texts), texts[0]
+
+def test_long_prompts_dropped_or_truncated(tmp_path):
+    "data.too_long='drop' leaves out the prompts the engine cannot take, 'truncate' keeps their end; both train."
+    from ftnb.grpo import prepare
+    import json
+    f = tmp_path/'mixed.jsonl'  # one token per character: '1+2=' is 4 tokens, '12+34=' 6
+    f.write_text(''.join(json.dumps({'prompt': f'{a}+{b}=', 'completion': str(a + b)}) + '\n'
+                         for a, b in [(1, 2), (12, 34), (3, 4), (50, 27), (5, 1), (123, 4), (2, 2), (11, 11)]))
+    cfg = small(tmp_path, name='drop', max_steps=1)
+    cfg.data.path, cfg.method.max_model_len, cfg.method.max_completion_length = str(f), 16, 11  # room for 5 prompt tokens
+    from ftnb.grpo import grpo_rows, prompt_lengths
+    from ftnb.models import load_tokenizer
+    tok, raw = load_tokenizer(cfg.model), grpo_rows(cfg.data)
+    lens = prompt_lengths(raw, tok)
+    long = [i for i, n in enumerate(lens) if n > 5]
+    assert long == [1, 3, 5, 7]
+    cfg.data.too_long = 'drop'
+    with pytest.warns(UserWarning, match=f'{len(long)} of {len(lens)} prompts are longer than 5 tokens.*dropped them'): _, rows, _ = prepare(cfg)
+    assert list(rows['prompt']) == [p for i, p in enumerate(raw['prompt']) if i not in long]
+    assert train(cfg).status == 'finished'
+    cfg.data.too_long, cfg.train.run_name = 'truncate', 'truncate'
+    with pytest.warns(UserWarning, match='kept the end'): _, rows, _ = prepare(cfg)
+    assert len(rows) == len(raw) and max(prompt_lengths(rows, tok)) <= 5
+    for i in long: assert raw['prompt'][i].endswith(rows['prompt'][i]) and len(rows['prompt'][i]) < len(raw['prompt'][i])
+    assert rows['answer'] == raw['answer']  # the reference answers stay with their (cut) prompts
+    assert train(cfg).status == 'finished'
+
+def test_long_conversation_keeps_its_end():
+    "too_long='truncate' on a conversation: the oldest text goes first (the first turn shortened, then dropped); the last turn stays."
+    from datasets import Dataset
+    from ftnb.grpo import fit_prompts, prompt_lengths
+    from ftnb.testing import tiny_tokenizer
+    tok = tiny_tokenizer()
+    sys_, q = {'role': 'system', 'content': 'You add numbers. ' * 4}, {'role': 'user', 'content': '12+34='}
+    rows = Dataset.from_dict({'prompt': [[sys_, q], [q]]})
+    n, short = prompt_lengths(rows, tok)
+    for budget, first in ((n - 10, 'shortened'), (short, 'dropped')):
+        with pytest.warns(UserWarning, match='1 of 2 prompts'):
+            out = fit_prompts(rows, tok, MethodCfg(name='grpo', max_completion_length=4, max_model_len=budget + 4), 'truncate')
+        p = out['prompt'][0]
+        assert prompt_lengths(out, tok)[0] <= budget and p[-1] == q and out['prompt'][1] == [q]
+        if first == 'shortened': assert p[0]['role'] == 'system' and sys_['content'].endswith(p[0]['content']) and len(p[0]['content']) < len(sys_['content'])
+        else: assert p == [q]
+    with pytest.raises(ConfigError, match="data.too_long='drop': all 2 prompts"):
+        fit_prompts(rows, tok, MethodCfg(name='grpo', max_completion_length=4, max_model_len=short + 3), 'drop')

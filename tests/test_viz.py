@@ -10,7 +10,7 @@ from ftnb import viz
 from ftnb.config import ConfigError
 from ftnb.dashboard import Dashboard, RolloutBrowser, has_figure_widget, open_run, pick_mode
 from ftnb.events import Metrics, Rollouts, RunEnd, RunStart, Timeline
-from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_eval, hint_grad, hint_length, hint_nan,
+from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_clip, hint_entropy, hint_eval, hint_grad, hint_kl, hint_length, hint_nan, hint_reward_flat,
                       hint_zero_std, load_run, rollout_html, rollout_table, write_report)
 
 FIX = Path(__file__).parent/'fixtures'
@@ -93,6 +93,19 @@ def test_grid_figure_holds_every_view():
     (hint_eval, [{'eval_loss': e, 'loss': l} for e, l in [(1.3, 2.0), (1.2, 1.5), (1.1, 1.0), (1.0, 0.5)]], False),
     (hint_length, [{'completions/clipped_ratio': 0.5}], True),
     (hint_length, [{'completions/clipped_ratio': 0.1}], False),
+    # axolotl's GRPO ranges: entropy 0.05-0.5 (< 0.01 collapse), kl up to 0.5 (> 2.0 diverged), clip region < 0.1 (> 0.3 too far)
+    (hint_entropy, [{'entropy': 0.3}] + [{'entropy': 0.005}]*5, True),
+    (hint_entropy, [{'entropy': 0.005}]*4 + [{'entropy': 0.02}], False),   # recovered at the last log
+    (hint_entropy, [{'entropy': 0.12}]*8, False),                          # healthy
+    (hint_kl, [{'kl': 0.2}, {'kl': 2.4}, {'kl': 5.0}], True),
+    (hint_kl, [{'kl': 0.2}, {'kl': 5.0}, {'kl': 0.4}], False),             # one spike
+    (hint_kl, [{'kl': 0.45}]*6, False),
+    (hint_clip, [{'clip_ratio/region_mean': 0.35}]*3, True),
+    (hint_clip, [{'clip_ratio/region_mean': 0.35}]*2 + [{'clip_ratio/region_mean': 0.25}], False),
+    (hint_clip, [{'clip_ratio/region_mean': 0.02}]*6, False),
+    (hint_reward_flat, [{'reward': 0.0}]*25, True),
+    (hint_reward_flat, [{'reward': 0.0}]*19 + [{'reward': 0.3}], False),   # it moved
+    (hint_reward_flat, [{'reward': 0.0}]*10, False),                       # too early to say
 ])
 def test_hints(fn, rows, fires):
     h = fn(rows)
@@ -103,6 +116,13 @@ def test_length_hint_needs_a_limit_and_a_climb():
     up = [{'completions/mean_length': l} for l in (40, 48, 55, 59, 62)]
     assert hint_length(up, max_len=64) and not hint_length(up) and not hint_length(up, max_len=256)
     assert not hint_length(up[::-1], max_len=64)
+
+def test_grpo_hints_only_for_grpo():
+    "A collapsed entropy is a GRPO warning; an SFT run (TRL's SFTTrainer logs entropy too) stays quiet about it."
+    rows = [{'loss': 0.1, 'entropy': 0.001, 'kl': 3.0, 'clip_ratio/region_mean': 0.5}]*5
+    assert [h.message.split()[0] for h in health(rows, {'method': {'name': 'grpo'}})] == ['entropy', 'KL', '50%']
+    assert health(rows, {'method': {'name': 'sft'}}) == [] and health(rows) == []
+    assert len(health([{**r, 'reward': 0.5} for r in rows])) == 3  # no config: a reward column says GRPO
 
 def test_health_on_fixtures():
     d = load_run(GRPO)
