@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = {  # module -> the pytest files that test it directly (fast, no browser, no GPU)
-    'config': ['tests/test_config.py', 'tests/test_config_checks.py', 'tests/test_errors.py'],  # without the rows that train (SKIP)
+    'config': ['tests/test_config.py', 'tests/test_config_messages.py', 'tests/test_config_checks.py', 'tests/test_errors.py'],  # without the rows that train (SKIP)
     'data': ['tests/test_data.py'],
     'rewards': ['tests/test_rewards.py'],
     'events': ['tests/test_events.py'],

@@ -375,7 +375,7 @@ def from_fms(d:dict) -> RunConfig:
     "A RunConfig from a flat fms-hf-tuning JSON dict: every key with an ftnb equivalent is kept, an unknown key is a ConfigError."
     out, ignored = {}, _fms_unknown(d)
     for k, field in FMS_KEYS.items():
-        if k not in d or (v := _fms_value(k, d[k], d)) is None and k != 'peft_method': continue
+        if k not in d or (v := _fms_value(k, d[k], d)) is None: continue  # None: keep ftnb's default (peft_method never maps to None)
         part, name = field.split('.')
         out.setdefault(part, {})[name] = v
     if 'peft_method' not in d: out.setdefault('adapter', {})['method'] = 'full'  # fms: no peft_method = full fine-tuning
@@ -400,24 +400,24 @@ class _Twice(Exception):
     "A key given twice in one mapping (`where` names both places)."
     def __init__(self, key, where:str): self.key, self.where = key, where
 
-def _no_twice(pairs, where=lambda k: ''):
-    "Raise _Twice for the first key that `pairs` repeats."
+def _no_twice(pairs):
+    "json.loads' object_pairs_hook: raise _Twice for the first key that `pairs` repeats (json keeps the last one without a word)."
     seen = {}
     for k, v in pairs:
-        if k in seen: raise _Twice(k, where(k) or '')
+        if k in seen: raise _Twice(k, '')  # json's pairs carry no line numbers
         seen[k] = v
     return seen
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     "PyYAML's SafeLoader, except that a key given twice is an error (PyYAML keeps the last one without a word)."
 
-def _mapping(loader, node, deep=False):
+def _mapping(loader, node):
     lines = {}
     for k, _ in node.value:
-        key = loader.construct_object(k, deep=deep)
+        key = loader.construct_object(k)
         if key in lines: raise _Twice(key, f'lines {lines[key]} and {k.start_mark.line + 1}')
         lines[key] = k.start_mark.line + 1
-    return loader.construct_mapping(node, deep)
+    return loader.construct_mapping(node)
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 def _read_text(path:Path) -> str:
