@@ -1,5 +1,6 @@
 "bench/sft.py's plumbing on a CPU: the length distributions, the data file's token counts, the interleaved order, the JSON and its summary, and a real --smoke run of two ways."
 import json, os, statistics, subprocess, sys
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ def test_budget_leaves_runs_not_made(tmp_path, monkeypatch):
     d = bench.main(['--sizes', '0.5b', '--seqs', '1024', '--batches', 'equal', '--ways', 'trl,ftnb', '--budget', '-1', '--out', str(tmp_path/'s.json')])
     assert calls == [] and len(d['not_made']) == 6 and d['summary'] == []
 
+@pytest.mark.trains
 def test_smoke_runs_two_ways_on_the_same_batches(tmp_path):
     env = {**os.environ, 'FTNB_BENCH_DIR': str(tmp_path), 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
     out = tmp_path/'smoke.json'
