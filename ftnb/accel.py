@@ -1,4 +1,4 @@
-"""The `accel` switches applied to a model before training: QAT and FP8 through torchao, and the checks for Liger; the quantized model saved at the end of a QAT run.
+"""The `accel` switches applied to a model before training: QAT and FP8 through torchao, and the checks for Liger, bitsandbytes' optimizers and torch.compile; the quantized model saved at the end of a QAT run.
 
 Docs: https://ftnb.github.io/ftnb/accel.html.md"""
 
