@@ -1,4 +1,4 @@
-"""The `accel` switches applied to a model before training: QAT and FP8 through torchao, and the checks for Liger; the quantized model saved at the end of a QAT run.
+"""The `accel` switches applied to a model before training: QAT and FP8 through torchao, and the checks for Liger, bitsandbytes' optimizers and torch.compile; the quantized model saved at the end of a QAT run.
 
 Docs: https://ftnb.github.io/ftnb/accel.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://ftnb.github.io/ftnb/accel.html.md"""
 
 # %% ../nbs/05_accel.ipynb #d2e7b7a4
 from __future__ import annotations
-import copy
+import copy, os, shutil, sys
 from pathlib import Path
 import torch
 from torch import nn
@@ -15,8 +15,8 @@ from .config import ConfigError, RunConfig
 from .models import require
 
 # %% auto #0
-__all__ = ['FP8_CAPABILITY', 'KERNELS', 'check', 'base_linears', 'qat_base_config', 'fake_quant', 'prepare_qat', 'QATDelay',
-           'save_quantized', 'fp8_linears', 'to_fp8', 'prepare', 'finish']
+__all__ = ['FP8_CAPABILITY', 'KERNELS', 'BNB_OPTIMS', 'check', 'base_linears', 'qat_base_config', 'fake_quant', 'prepare_qat',
+           'QATDelay', 'save_quantized', 'fp8_linears', 'to_fp8', 'prepare', 'finish']
 
 # %% ../nbs/05_accel.ipynb #fdbbda8d
 FP8_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and newer
@@ -26,6 +26,25 @@ def _gpu() -> tuple[str, tuple[int, int]]|None:
     "Name and compute capability of GPU 0, or None without CUDA."
     if not torch.cuda.is_available(): return None
     return torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0)
+
+# %% ../nbs/05_accel.ipynb #961b73e4
+BNB_OPTIMS = ('adamw_bnb_8bit', 'paged_adamw_8bit')  # bitsandbytes' optimizers, by their TrainingArguments names
+
+def _check_optim(a, gpu):
+    "`accel.optim`: bitsandbytes' optimizers need the library and a CUDA GPU."
+    if a.optim not in BNB_OPTIMS: return
+    other = "or use accel.optim='adamw_torch_fused'"
+    require('bitsandbytes', 'accel.optim', a.optim, fix=f'pip install "ftnb[quant]", {other}')
+    if gpu is None: raise ConfigError('accel.optim', a.optim, f'run on a CUDA GPU machine, {other}',
+                                      "ftnb runs bitsandbytes' 8-bit optimizers on a CUDA GPU (paged ones page CUDA memory), and none was found")
+
+def _check_compile(a, gpu):
+    "`accel.torch_compile` with inductor on a CPU: a C++ compiler must be there."
+    if not a.torch_compile or a.compile_backend != 'inductor' or gpu is not None: return
+    cxx = os.environ.get('CXX') or ('clang++' if sys.platform == 'darwin' else 'g++')  # inductor's own choice (torch/_inductor/config.py, cpp.cxx)
+    if shutil.which(cxx) is None:
+        raise ConfigError('accel.compile_backend', 'inductor', "install a C++ compiler (e.g. apt-get install g++), or set compile_backend='aot_eager' "
+                          "(no generated code, no speed-up), or turn accel.torch_compile off", f'inductor builds C++ kernels on a CPU, and its compiler {cxx} was not found')
 
 # %% ../nbs/05_accel.ipynb #5d479fbb
 def check(cfg:RunConfig, # the run's config; uses `accel`
@@ -42,6 +61,7 @@ def check(cfg:RunConfig, # the run's config; uses `accel`
         if gpu[1] < FP8_CAPABILITY: raise ConfigError('accel.fp8', True, fix, f'FP8 training needs FP8 tensor cores (compute capability 8.9 or newer); '
                                                       f'this GPU is {gpu[0]}, compute capability {gpu[1][0]}.{gpu[1][1]}')
     if a.qat: require('torchao', 'accel.qat', True, fix=f'{KERNELS}, or turn accel.qat off')
+    _check_optim(a, gpu); _check_compile(a, gpu)
 
 # %% ../nbs/05_accel.ipynb #2b4ca695
 _SKIP = ('lora_A', 'lora_B', 'lora_embedding_A', 'lora_embedding_B', 'modules_to_save', 'original_module')

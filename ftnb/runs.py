@@ -28,7 +28,7 @@ __all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'trainer_kwargs'
 # %% ../nbs/06b_runs.ipynb #92b6b220
 def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
     "The `TrainingArguments` fields that every ftnb trainer (SFT, GRPO) takes from `cfg` and the machine."
-    t, cuda = cfg.train, torch.cuda.is_available()
+    t, a, cuda = cfg.train, cfg.accel, torch.cuda.is_available()
     dtype = models.resolve_dtype(cfg.model.dtype)
     return dict(
         output_dir=str(cfg.run_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -41,7 +41,10 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         seed=t.seed, data_seed=t.seed, report_to='none', use_cpu=not cuda, dataloader_num_workers=0,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=cfg.accel.liger)
+        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=a.liger, optim=a.optim,
+        # transformers turns torch_compile on when a backend or mode is given: both only with it
+        torch_compile=a.torch_compile, torch_compile_backend=a.compile_backend if a.torch_compile else None,
+        torch_compile_mode=a.compile_mode if a.torch_compile else None)
 
 # %% ../nbs/06b_runs.ipynb #50e9b717
 STATUSES = ('running', 'finished', 'stopped', 'failed', 'killed')

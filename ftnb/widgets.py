@@ -158,7 +158,8 @@ class FieldWidget:
             self.input.description, self.input.style = self.name, _STYLE
             self.input.layout.width, self.input.layout.flex = ('520px' if self.kind == 'yaml' else '390px'), '0 0 auto'
             self.help.layout.flex = '1 1 auto'
-            self.box = W.VBox([W.HBox([self.input, self.help]), self.error])
+            self.note = W.HTML(layout=W.Layout(display='none'))  # why a switch or option is greyed out (ConfigPanel._grey)
+            self.box = W.VBox([W.HBox([self.input, self.help]), self.note, self.error])
     def get(self) -> Any: return _from_input(self.path, self.kind, self.optional, self.input.value)
     def set(self, v:Any): self.input.value = _to_input(self.path, self.kind, isinstance(self.input, W.Text), v)
     def show_error(self, msg:str|None):
@@ -412,7 +413,8 @@ SHOW_IF = {  # field -> when it is shown, from the widgets' current values
     **{f'adapter.{n}': (lambda v: v['adapter.method'] != 'full') for n in _LORA},
     'adapter.alora_invocation': lambda v: v['adapter.method'] == 'alora',
     **{p: (lambda v: v['method.name'] == 'grpo') for p in field_paths() if p.startswith('method.') and p != 'method.name'},
-    **{p: (lambda v: v['accel.qat']) for p in field_paths() if p.startswith('accel.qat_')}}
+    **{p: (lambda v: v['accel.qat']) for p in field_paths() if p.startswith('accel.qat_')},
+    **{p: (lambda v: v['accel.torch_compile']) for p in ('accel.compile_backend', 'accel.compile_mode')}}
 
 def _at(cfg:RunConfig, path:str) -> Any:
     "The value of a dotted field path in `cfg`."
@@ -545,6 +547,7 @@ def _refresh(self):
     v = {p: fw.input.value for p, fw in self.fields.items()}
     for p, rule in SHOW_IF.items(): self.fields[p].box.layout.display = None if rule(v) else 'none'
     for h in self._grpo_heads: h.layout.display = self.fields['method.rewards'].box.layout.display
+    self._grey()
     self._targets_ui.layout.display = self.fields['adapter.target_modules'].box.layout.display
     self._quiet = True
     try: self.resume.value = v['train.resume_from'].strip() == 'latest'; self._boxes_from_targets()
@@ -552,6 +555,31 @@ def _refresh(self):
     if self.error is None: self.yaml_area.value, self.py_area.value = to_yaml(self._cfg), to_python(self._cfg)
 
 ConfigPanel._show, ConfigPanel._refresh = _show, _refresh
+
+# %% ../nbs/12_widgets.ipynb #8b8026ae
+_GREY = '<span style="color:#757575;font-size:12px">⊘ {0}</span>'
+
+def _mark_options(dd:W.Dropdown, why:dict):
+    "Mark the dropdown options in `why` with ⊘, keeping the value (ipywidgets cannot disable a single option)."
+    new = tuple((str(label).removesuffix(' ⊘') + (' ⊘' if v in why else ''), v) for label, v in dd.options)
+    if new != tuple(map(tuple, dd.options)): v = dd.value; dd.options = new; dd.value = v
+
+def _grey(self):
+    "Grey out the Acceleration tab's switches, and mark its options, that the current config would be refused with; the reason shows under each."
+    from ftnb.compat import refused  # the config checks and this machine's (ftnb.accel.check), asked per value
+    bad = {} if self.error is not None else {k: v for part in TABS['Acceleration'] for k, v in refused(self._cfg, part).items()}
+    q, self._quiet = self._quiet, True
+    try:
+        for p, fw in self.fields.items():
+            if p.split('.')[0] not in TABS['Acceleration'] or fw.kind not in ('bool', 'choice'): continue
+            why = bad.get(p, {})
+            if fw.kind == 'bool': fw.input.disabled = bool(why)
+            else: _mark_options(fw.input, why)
+            msg = ' · '.join(('' if fw.kind == 'bool' else f'{v}: ') + f'not with this config or machine: {e}' for v, e in why.items())
+            fw.note.value, fw.note.layout.display = (_GREY.format(html.escape(msg)), None) if msg else ('', 'none')
+    finally: self._quiet = q
+
+ConfigPanel._grey = _grey
 
 # %% ../nbs/12_widgets.ipynb #e23d147e
 def _set_config(self, cfg:RunConfig):

@@ -180,3 +180,44 @@ def test_acceleration_tab_says_why_a_switch_cannot_run_here(monkeypatch):
     assert panel.fields['accel.qat_group_size'].box.layout.display == 'none'  # QAT's own settings show only with QAT on
     panel.fields['accel.liger'].input.value = False; panel.fields['accel.qat'].input.value = True
     assert panel.error is None and panel.fields['accel.qat_group_size'].box.layout.display is None
+
+
+def test_acceleration_tab_greys_what_would_be_refused(monkeypatch):
+    "A switch the config checks would refuse with the current config is disabled with its reason; it comes back when the cause goes."
+    from ftnb import accel
+    monkeypatch.setattr(accel, '_gpu', lambda: ('NVIDIA H200', (9, 0)))
+    monkeypatch.setattr(accel, 'require', lambda *a, **k: None)  # as if every extra were installed: only the config checks grey
+    panel = ConfigPanel(RunConfig(), dashboard=None)
+    acc = {p: fw for p, fw in panel.fields.items() if p.startswith('accel.') and fw.kind == 'bool'}
+    assert acc and not any(fw.input.disabled for fw in acc.values()) and all(fw.note.layout.display == 'none' for fw in acc.values())
+    panel.fields['adapter.method'].input.value = 'qlora'
+    assert panel.error is None
+    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.fp8', 'accel.qat'}
+    assert 'FP8 cannot be combined with weight quantization (qlora)' in html.unescape(panel.fields['accel.fp8'].note.value)
+    panel.fields['adapter.method'].input.value = 'lora'
+    panel.fields['accel.fp8'].input.value = True
+    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.qat'}  # FP8 itself stays free: it can be turned off
+    assert 'both rewrite the linear layers' in html.unescape(panel.fields['accel.qat'].note.value)
+    panel.fields['accel.fp8'].input.value = False
+    assert not any(fw.input.disabled for fw in acc.values()) and panel.config == RunConfig()
+
+
+def test_acceleration_tab_marks_what_this_machine_cannot_run(monkeypatch):
+    "No CUDA and no bitsandbytes: FP8 greyed, the 8-bit optimizers marked with the install hint; the chosen optimizer and the config stay."
+    import importlib.util
+    from ftnb import accel
+    monkeypatch.setattr(accel, '_gpu', lambda: None)
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'bitsandbytes' else find(name, *a))
+    panel = ConfigPanel(RunConfig(), dashboard=None)
+    assert panel.fields['accel.fp8'].input.disabled and 'needs a CUDA GPU' in html.unescape(panel.fields['accel.fp8'].note.value)
+    opt = panel.fields['accel.optim']
+    assert [l for l, _ in opt.input.options] == ['adamw_torch_fused', 'adamw_torch', 'adamw_bnb_8bit ⊘', 'paged_adamw_8bit ⊘']
+    assert opt.input.value == 'adamw_torch_fused' and 'needs the optional library bitsandbytes' in html.unescape(opt.note.value)
+    opt.input.value = 'adamw_torch'
+    assert panel.config.accel.optim == 'adamw_torch' and opt.input.value == 'adamw_torch'
+    opt.input.value = 'paged_adamw_8bit'  # chosen anyway (from a YAML, say): the error lands under the field, Train is off
+    assert panel.error.field == 'accel.optim' and panel.run.train_btn.disabled
+    assert panel.fields['accel.compile_backend'].box.layout.display == 'none'  # torch.compile's settings show only with it on
+    panel.fields['accel.optim'].input.value = 'adamw_torch'; panel.fields['accel.torch_compile'].input.value = True
+    assert panel.error is None and panel.fields['accel.compile_backend'].box.layout.display is None
