@@ -167,3 +167,22 @@ def test_trl_grpo_has_no_max_prompt_length():
     import dataclasses, trl
     from trl import GRPOConfig
     assert 'max_prompt_length' not in {f.name for f in dataclasses.fields(GRPOConfig)}, trl.__version__
+
+# ------------------------------------------------------------------------------------------------ 10b_entry
+def test_panel_trains_through_ftnb_train_by_default(monkeypatch):
+    "Y3: the panel's run control, given no train_fn, calls ftnb.train (ftnb.entry), the one entry point."
+    import ftnb.entry
+    from ftnb.widgets import RunControl
+    seen = []
+    monkeypatch.setattr(ftnb.entry, 'train', lambda cfg, **kw: seen.append(cfg) or 'done')
+    cfg = RunConfig()
+    rc = RunControl(lambda: cfg)
+    rc.done, rc.queue, rc.stop_event = threading.Event(), None, threading.Event()  # as start() sets them
+    rc._train(cfg)
+    assert seen == [cfg] and rc.result == 'done' and rc.error is None
+
+# ------------------------------------------------------------------------------------------------ tutorials: toy sets
+def test_toy_set_sizes_the_tutorials_quote():
+    "IC3, IL2, IG10: toy:text holds 800 stories, toy:chat 400 conversations, toy:addition 2,000 sums, toy:addition_test 200."
+    from ftnb.testing import toy_rows
+    assert {n: len(toy_rows(n)) for n in ('text', 'chat', 'addition', 'addition_test')} == {'text': 800, 'chat': 400, 'addition': 2000, 'addition_test': 200}
