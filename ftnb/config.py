@@ -186,6 +186,9 @@ class AccelCfg(Part):
         "smaller = closer to the unquantized model, more scales to store. It must divide every quantized layer's input size.")
     qat_after_steps: int = F(0, "QAT only: steps trained unquantized before fake quantization switches on "
         "(LLaMA-Factory's fake_quant_after_n_steps; 0 = from the first step).", ge=0)
+    fsdp: bool = F(False, "Several processes (ftnb train --nproc N) shard the weights, gradients and optimizer state with FSDP2 (full shard, "
+        "through accelerate) instead of each holding a whole copy (DDP): for a model that does not fit one GPU with its optimizer. "
+        "Activation checkpointing follows gradient_checkpointing, mixed precision follows model.dtype; one process: no effect.")
 
 # %% ../nbs/00_config.ipynb #999af048
 LR_WARN = {'adapter': 1e-2, 'full': 1e-3}  # learning rates above these warn: LoRA trains at ~1e-4..5e-4, full fine-tuning at ~1e-5..5e-5
@@ -217,6 +220,13 @@ def _checks(c) -> None:
     for flag in ('fp8', 'qat'):
         if getattr(c.accel, flag) and a.method in QUANTIZED:
             raise ConfigError(f'accel.{flag}', True, f"turn accel.{flag} off, or use adapter.method 'lora' or 'full'", f"{flag.upper()} cannot be combined with weight quantization ({a.method})")
+    for flag in ('fp8', 'qat'):
+        if c.accel.fsdp and getattr(c.accel, flag):
+            raise ConfigError('accel.fsdp', True, f"turn accel.fsdp off (DDP: each process holds the whole model), or accel.{flag}",
+                              f"ftnb swaps the linear layers for {flag.upper()} itself, and that is not made to work with FSDP2's sharded weights")
+    if c.accel.fsdp and a.method in QUANTIZED:
+        raise ConfigError('accel.fsdp', True, f"turn accel.fsdp off (DDP), or use adapter.method 'lora' or 'full'",
+                          f"{a.method} keeps 4-bit or GPTQ weights, which FSDP2 cannot shard as ftnb loads them")
     if c.accel.fp8 and c.accel.qat:
         raise ConfigError('accel.qat', True, "choose one of accel.fp8 and accel.qat", "FP8 training and QAT both rewrite the linear layers")
     q, n = c.accel, c.train.max_steps
