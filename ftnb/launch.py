@@ -54,7 +54,7 @@ def launch(fn,          # run in each process as fn(*args); RANK, LOCAL_RANK and
            args=(),     # its arguments (inherited by the fork, not pickled)
            nproc:int=2, # how many processes
           ):
-    "Run `fn(*args)` in `nproc` processes through accelerate's notebook launcher, and wait for them."
+    "Run `fn(*args)` in `nproc` processes through accelerate's notebook launcher, and wait for them (their return values are dropped)."
     from accelerate import notebook_launcher
     from accelerate.state import AcceleratorState
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
@@ -62,7 +62,8 @@ def launch(fn,          # run in each process as fn(*args); RANK, LOCAL_RANK and
     AcceleratorState._reset_state(reset_partial_state=True)  # see above: holds no device without CUDA
     env = {} if torch.cuda.is_available() else {'GLOO_SOCKET_IFNAME': os.environ.get('GLOO_SOCKET_IFNAME', 'lo')}  # gloo on loopback: one host (accelerate's debug launcher does the same)
     old = {k: os.environ.get(k) for k in env}; os.environ.update(env)
-    try: notebook_launcher(record(fn), args, num_processes=nproc, use_port=str(free_port()))
+    def child(*a): fn(*a)  # the return value stays in the process: torch elastic would pickle it (a trained model cannot be)
+    try: notebook_launcher(record(child), args, num_processes=nproc, use_port=str(free_port()))
     except ChildFailedError as e:
         r, f = e.get_first_failure()
         msg = f.message.get('message', f.message) if isinstance(f.message, dict) else f.message
