@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
-from ftnb import train
+from ftnb import sft, train
 from ftnb.config import ConfigError, RunConfig
 from ftnb.events import read_events, read_jsonl
 
@@ -25,32 +24,36 @@ def losses(run_dir) -> list[float]:
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
-class Audit(TrainerCallback):
-    """In every rank but 0, from the Trainer's construction on: note each write under `watch` to the `log` file.
-    Python's audit hooks see ftnb's own writes (open for writing, mkdir, rename, remove, rmtree, symlink); torch.save
-    writes through C++, so it is wrapped. A write in native code (safetensors) is not seen: the folder listing checks that."""
-    def __init__(self, watch, log): self.watch, self.log = str(watch), str(log)
-    def on_init_end(self, args, state, control, **kw):
-        if os.environ.get('RANK', '0') == '0': return
-        def note(what, path):
-            p = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else ''
-            if isinstance(p, str) and os.path.abspath(p).startswith(self.watch):
-                with open(self.log, 'a') as f: f.write(json.dumps([what, os.path.relpath(os.path.abspath(p), self.watch)]) + '\n')
-        def hook(event, a):
-            if event == 'open' and a[0] != self.log and ((isinstance(a[1], str) and set(a[1]) & set('wax+')) or (a[1] is None and a[2] & WRITE_FLAGS)): note('open', a[0])
-            elif event in ('os.mkdir', 'os.remove', 'os.rmdir', 'shutil.rmtree', 'os.truncate'): note(event, a[0])
-            elif event in ('os.rename', 'os.symlink'): note(event, a[1])
-        sys.addaudithook(hook)
-        save = torch.save
-        def torch_save(obj, f, *a, **k): note('torch.save', f); return save(obj, f, *a, **k)
-        torch.save = torch_save
+def audit(watch, log):
+    """Note to the `log` file each write under `watch` that this process makes from now on. Python's audit hooks see
+    ftnb's own writes (open for writing, mkdir, rename, remove, rmtree, symlink); torch.save writes through C++, so it
+    is wrapped. A write in native code (safetensors) is not seen: the folder listing checks that."""
+    watch, log = str(watch), str(log)
+    def note(what, path):
+        p = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else ''
+        if isinstance(p, str) and os.path.abspath(p).startswith(watch):
+            with open(log, 'a') as f: f.write(json.dumps([what, os.path.relpath(os.path.abspath(p), watch)]) + '\n')
+    def hook(event, a):
+        if event == 'open' and a[0] != log and ((isinstance(a[1], str) and set(a[1]) & set('wax+')) or (a[1] is None and a[2] & WRITE_FLAGS)): note('open', a[0])
+        elif event in ('os.mkdir', 'os.remove', 'os.rmdir', 'shutil.rmtree', 'os.truncate'): note(event, a[0])
+        elif event in ('os.rename', 'os.symlink'): note(event, a[1])
+    sys.addaudithook(hook)
+    save = torch.save
+    def torch_save(obj, f, *a, **k): note('torch.save', f); return save(obj, f, *a, **k)
+    torch.save = torch_save
 
 @pytest.fixture(scope='module')
 def two(tmp_path_factory):
-    "The tiny model trained by two gloo processes with 4 samples each (global batch 8), audited."
+    "The tiny model trained by two gloo processes with 4 samples each (global batch 8); rank 1's writes audited from its start."
     d = tmp_path_factory.mktemp('ddp'); log = d/'rank1-writes.jsonl'
     cfg = cfg_for(d, 'two', 4)
-    res = train(cfg, nproc=2, callbacks=[Audit(cfg.run_dir, log)])
+    real = sft.train
+    def audited(*a, **k):  # runs in each forked process (ftnb.entry.train calls sft.train there), before the Run is made
+        if os.environ['RANK'] != '0': audit(cfg.run_dir, log)
+        return real(*a, **k)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sft, 'train', audited)
+        res = train(cfg, nproc=2)
     return cfg, res, [tuple(json.loads(l)) for l in log.read_text().splitlines()] if log.exists() else []
 
 def test_two_processes_log_the_loss_of_one_with_the_same_global_batch(tmp_path, two):
