@@ -29,6 +29,9 @@ def check_nproc(cfg:RunConfig, # the run's config
                           f'this process is already one of {world_size()} launched processes')
     gpus = torch.cuda.device_count()
     if gpus and nproc > gpus: raise ConfigError('nproc', nproc, f'use at most {gpus}: one process per GPU', f'this machine has {gpus} GPU(s)')
+    if cfg.accel.fsdp and not gpus:  # accelerate turns FSDP on for GPU-like devices only: CPU processes would run DDP without a word
+        raise ConfigError('accel.fsdp', True, 'turn accel.fsdp off on a CPU (the processes run DDP), or run on GPUs',
+                          "accelerate applies FSDP2 on GPUs only, and this machine has none")
     if cfg.method.name == 'grpo':
         raise ConfigError('nproc', nproc, 'train GRPO with nproc=1 (one GPU: the vLLM engine sleeps while the trainer runs)',
                           "GRPO's vLLM engine lives in the one training process; generation on GPUs of its own (the vLLM server mode) is not in ftnb yet")

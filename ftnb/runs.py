@@ -49,7 +49,7 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
     "The `TrainingArguments` fields that every ftnb trainer (SFT, GRPO) takes from `cfg` and the machine."
     t, cuda = cfg.train, torch.cuda.is_available()
     dtype = models.resolve_dtype(cfg.model.dtype)
-    return dict(
+    return {**dict(
         output_dir=str(cfg.run_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
@@ -60,7 +60,7 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         seed=t.seed, data_seed=t.seed, report_to='none', use_cpu=not cuda, dataloader_num_workers=0,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=cfg.accel.liger, **fsdp_kwargs(cfg, cuda))
+        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=cfg.accel.liger), **fsdp_kwargs(cfg, cuda)}
 
 # %% ../nbs/06b_runs.ipynb #50e9b717
 STATUSES = ('running', 'finished', 'stopped', 'failed', 'killed')

@@ -113,4 +113,6 @@ def test_bad_process_counts_name_the_field_and_the_fix(tmp_path):
         with pytest.raises(ConfigError, match=rf'nproc={bad}: not a process count. Fix: use a whole number'): train(cfg, nproc=bad)
     grpo = RunConfig.model_validate({**cfg.model_dump(), 'method': {'name': 'grpo', 'num_generations': 4}})
     with pytest.raises(ConfigError, match='nproc=2: GRPO'): train(grpo, nproc=2)
+    fsdp = RunConfig.model_validate({**cfg.model_dump(), 'adapter': {'method': 'full'}, 'accel': {'fsdp': True}})
+    with pytest.raises(ConfigError, match='accel.fsdp=True: accelerate applies FSDP2 on GPUs only'): train(fsdp, nproc=2)  # CPU: it would run DDP
     assert not cfg.run_dir.exists()
