@@ -196,6 +196,9 @@ class AccelCfg(Part):
         "(Triton on a GPU; C++ on a CPU, which needs a C++ compiler); aot_eager, eager = no generated code (debugging, no speed-up).")
     compile_mode: Literal['default','reduce-overhead','max-autotune','max-autotune-no-cudagraphs'] = F('default', "torch_compile only: torch.compile's mode. "
         "reduce-overhead = CUDA graphs (less launch overhead, more memory); max-autotune = a longer compile that tries kernel variants.")
+    fsdp: bool = F(False, "Several processes (ftnb train --nproc N) shard the weights, gradients and optimizer state with FSDP2 (full shard, "
+        "through accelerate) instead of each holding a whole copy (DDP): for a model that does not fit one GPU with its optimizer. "
+        "Activation checkpointing follows gradient_checkpointing, mixed precision follows model.dtype; one process: no effect.")
 
 # %% ../nbs/00_config.ipynb #999af048
 LR_WARN = {'adapter': 1e-2, 'full': 1e-3}  # learning rates above these warn: LoRA trains at ~1e-4..5e-4, full fine-tuning at ~1e-5..5e-5
@@ -227,6 +230,13 @@ def _checks(c) -> None:
     for flag in ('fp8', 'qat'):
         if getattr(c.accel, flag) and a.method in QUANTIZED:
             raise ConfigError(f'accel.{flag}', True, f"turn accel.{flag} off, or use adapter.method 'lora' or 'full'", f"{flag.upper()} cannot be combined with weight quantization ({a.method})")
+    for flag in ('fp8', 'qat'):
+        if c.accel.fsdp and getattr(c.accel, flag):
+            raise ConfigError('accel.fsdp', True, f"turn accel.fsdp off (DDP: each process holds the whole model), or accel.{flag}",
+                              f"ftnb swaps the linear layers for {flag.upper()} itself, and that is not made to work with FSDP2's sharded weights")
+    if c.accel.fsdp and a.method in QUANTIZED:
+        raise ConfigError('accel.fsdp', True, f"turn accel.fsdp off (DDP), or use adapter.method 'lora' or 'full'",
+                          f"{a.method} keeps 4-bit or GPTQ weights, which FSDP2 cannot shard as ftnb loads them")
     if c.accel.fp8 and c.accel.qat:
         raise ConfigError('accel.qat', True, "choose one of accel.fp8 and accel.qat", "FP8 training and QAT both rewrite the linear layers")
     q, n = c.accel, c.train.max_steps

@@ -8,10 +8,10 @@ Docs: https://ftnb.github.io/ftnb/entry.html.md"""
 from __future__ import annotations
 import threading
 
-from . import grpo, sft
-from .config import RunConfig
+from . import grpo, launch, sft
+from .config import ConfigError, RunConfig
 from .events import EventQueue
-from .runs import RunResult
+from .runs import Run, RunResult
 
 # %% auto #0
 __all__ = ['train']
@@ -21,6 +21,14 @@ def train(cfg:RunConfig, # the run's config; `method.name` picks the trainer
           queue:EventQueue|None=None, # events also go here (the live view reads them)
           stop:threading.Event|None=None, # set it to stop after the step, with a checkpoint
           callbacks=(), # extra transformers TrainerCallbacks
+          nproc:int=1, # training processes, one per GPU: DDP, or FSDP2 with accel.fsdp (only rank 0 writes the run folder)
          ) -> RunResult:
-    "Train as `cfg` says (SFT, continued pretraining or GRPO); events go to the run folder and `queue`."
-    return (grpo.train if cfg.method.name == 'grpo' else sft.train)(cfg, queue, stop, callbacks)
+    "Train as `cfg` says (SFT, continued pretraining or GRPO), on `nproc` processes; events go to the run folder and `queue`."
+    if nproc == 1: return (grpo.train if cfg.method.name == 'grpo' else sft.train)(cfg, queue, stop, callbacks)
+    launch.check_nproc(cfg, nproc)
+    if queue is not None or stop is not None:
+        raise ConfigError('nproc', nproc, "leave queue and stop out: watch the run folder (the dashboard reads it as for one process), "
+                          "and stop with the kernel's interrupt", 'the training processes cannot reach an in-memory queue or stop flag of this one')
+    Run(cfg)  # the folder's checks (ownership, resume, accel) here, before any process starts; it writes nothing
+    launch.launch(train, (cfg, None, None, callbacks), nproc)  # each process trains as one, with RANK and WORLD_SIZE set
+    return launch.folder_result(cfg)

@@ -20,17 +20,36 @@ from .config import ConfigError, RunConfig, save as save_config, to_dict
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_jsonl
 
 # %% auto #0
-__all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'trainer_kwargs', 'write_json', 'read_result', 'status',
-           'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run', 'check_output_dir', 'saved_config',
-           'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop', 'rotate', 'atomic_saves',
-           'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside', 'Run']
+__all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'rank', 'world_size', 'fsdp_kwargs', 'trainer_kwargs',
+           'write_json', 'read_result', 'status', 'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run',
+           'check_output_dir', 'saved_config', 'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop',
+           'rotate', 'wait', 'atomic_saves', 'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside',
+           'Run']
 
 # %% ../nbs/06b_runs.ipynb #92b6b220
+def rank() -> int:
+    "This process's rank among the training processes (0 when there is one)."
+    # The Trainer makes the process group after a Run has claimed its folder, so ask the launcher's env vars, which
+    # torchrun, `accelerate launch` and accelerate's notebook launcher all set, not torch.distributed.
+    return int(os.environ.get('RANK', 0))
+
+def world_size() -> int:
+    "How many training processes run together (1 when there is one)."
+    return int(os.environ.get('WORLD_SIZE', 1))
+
+def fsdp_kwargs(cfg:RunConfig, cuda:bool) -> dict:
+    "The `TrainingArguments` FSDP2 settings that `accel.fsdp` asks for ({} when off, or in a single process)."
+    if not cfg.accel.fsdp or world_size() < 2: return {}  # one process: nothing to shard across
+    return dict(fsdp=True, gradient_checkpointing=False,  # FSDP2 recomputes activations itself; the Trainer's flag would add an all-gather in backward (transformers' docs)
+                fsdp_config={'version': 2, 'reshard_after_forward': True,  # full shard: weights, gradients and optimizer state
+                             'activation_checkpointing': models.checkpointing(cfg, cuda),
+                             'state_dict_type': 'FULL_STATE_DICT'})  # whole checkpoints: they load on any number of processes
+
 def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
     "The `TrainingArguments` fields that every ftnb trainer (SFT, GRPO) takes from `cfg` and the machine."
     t, a, cuda = cfg.train, cfg.accel, torch.cuda.is_available()
     dtype = models.resolve_dtype(cfg.model.dtype)
-    return dict(
+    return {**dict(
         output_dir=str(cfg.run_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.lr_scheduler,
@@ -44,7 +63,7 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
         gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=a.liger, optim=a.optim,
         # transformers turns torch_compile on when a backend or mode is given: both only with it
         torch_compile=a.torch_compile, torch_compile_backend=a.compile_backend if a.torch_compile else None,
-        torch_compile_mode=a.compile_mode if a.torch_compile else None)
+        torch_compile_mode=a.compile_mode if a.torch_compile else None), **fsdp_kwargs(cfg, cuda)}
 
 # %% ../nbs/06b_runs.ipynb #50e9b717
 STATUSES = ('running', 'finished', 'stopped', 'failed', 'killed')
@@ -253,26 +272,38 @@ def _publish(tmp_ckpt:Path, dst:Path):
     tmp_ckpt.rename(dst); _fsync(dst.parent)
     shutil.rmtree(tmp_ckpt.parent, ignore_errors=True)
 
+def wait(trainer):
+    "Wait for every training process (nothing to wait for in one process, or for a stand-in trainer)."
+    acc = getattr(trainer, 'accelerator', None)
+    if acc is not None: acc.wait_for_everyone()
+
 def atomic_saves(trainer, run_id:str, config:dict):
     "Make `trainer` write each checkpoint whole or not at all, and rotate with `rotate`."
     orig, args, run_dir = trainer._save_checkpoint, trainer.args, Path(trainer.args.output_dir)
     def save(model, trial=None):
-        tmp, limit = run_dir/'.saving', args.save_total_limit
-        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        tmp, limit, main = run_dir/'.saving', args.save_total_limit, rank() == 0
+        if main: shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        wait(trainer)  # every rank saves into .saving (transformers: the weights from rank 0, an RNG state file from each rank)
         trainer._get_output_dir, args.save_total_limit = (lambda trial=None: str(tmp)), None  # transformers' rotation off
         try: orig(model, trial)
         finally: del trainer._get_output_dir; args.save_total_limit = limit
-        st = trainer.state; name = f'checkpoint-{st.global_step}'
-        b = run_dir/f'checkpoint-{st.best_global_step}' if st.best_global_step else None
-        best = b if b is not None and (b.name == name or b.exists()) else None
-        st.best_model_checkpoint = str(best) if best else None
-        _fix_state(tmp/name, st.best_model_checkpoint)
-        write_json(tmp/name/'ftnb_run.json', {'run_id': run_id, 'step': st.global_step, 'config': config})
-        _publish(tmp/name, run_dir/name)
-        _link_best(run_dir, best)
-        rotate(run_dir, limit, run_id, keep=[(run_dir/'best').resolve() if (run_dir/'best').exists() else None])
+        wait(trainer)
+        if main: _finish_save(trainer, run_dir, tmp, run_id, config, limit)
+        wait(trainer)  # no rank goes on to the next save before this one is in place
     trainer._save_checkpoint = save
     return trainer
+
+def _finish_save(trainer, run_dir:Path, tmp:Path, run_id:str, config:dict, limit:int|None):
+    "Rank 0, after every rank saved into `tmp`: ftnb's metadata, publish, `best`, rotation."
+    st = trainer.state; name = f'checkpoint-{st.global_step}'
+    b = run_dir/f'checkpoint-{st.best_global_step}' if st.best_global_step else None
+    best = b if b is not None and (b.name == name or b.exists()) else None
+    st.best_model_checkpoint = str(best) if best else None
+    _fix_state(tmp/name, st.best_model_checkpoint)
+    write_json(tmp/name/'ftnb_run.json', {'run_id': run_id, 'step': st.global_step, 'config': config, 'nproc': world_size()})
+    _publish(tmp/name, run_dir/name)
+    _link_best(run_dir, best)
+    rotate(run_dir, limit, run_id, keep=[(run_dir/'best').resolve() if (run_dir/'best').exists() else None])
 
 def _fix_state(ckpt:Path, best:str|None):
     "The trainer state in a checkpoint names the best checkpoint at its final path, not in `.saving`."
@@ -345,15 +376,17 @@ class Run:
     def __init__(self, cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None):
         cfg.check(); check_output_dir(cfg); accel.check(cfg)
         self.cfg, self.dir, self.stop = cfg, cfg.run_dir, stop or threading.Event()
+        self.main = rank() == 0  # only rank 0 writes the run folder; the other processes train and write nothing there
         self.resume, self.move_old = resume_checkpoint(cfg), False
-        self._check_owner()
+        if self.main: self._check_owner()  # the others would take rank 0's claim for another run
         self.log_, self.pending, self.claimed, self.result = None, [], False, None
         self.bus = Bus(self._write, queue)
         self.events = EventCallback(self.bus, self.stop, config=cfg.model_dump(mode='json'))
         self.callbacks = [Health(self.bus, self.events), self.events]  # events last: it sees a stop set by the others in the same step
 
     def _write(self, ev):
-        "Events go to the run log once the folder is claimed; before that they wait."
+        "Events go to the run log once the folder is claimed; before that they wait. Other ranks log nothing (the Trainer averages the loss over all of them)."
+        if not self.main: return
         if self.log_ is not None: self.log_.write(ev)
         else: self.pending.append(ev)
     def log(self, message:str, **kw): self.bus.emit(Log(message=message, **kw))
@@ -375,7 +408,8 @@ Run._check_owner = _check_owner
 
 # %% ../nbs/06b_runs.ipynb #728dde55
 def _claim(self:Run):
-    "Make the folder this run's: move an old run aside (overwrite), write config.yaml and a `running` result.json."
+    "Make the folder this run's: move an old run aside (overwrite), write config.yaml and a `running` result.json (rank 0 only)."
+    if not self.main: self.run_id = None; return
     d, prior = self.dir, read_result(self.dir)
     try:
         if self.move_old: self.pending.append(Log(message=f'moved the old run to {move_aside(d)}'))
@@ -433,7 +467,8 @@ def _fit(self:Run, trainer) -> RunResult:
     self.fitted = trainer
     accel.prepare(trainer, self.cfg)  # QAT or FP8 layers, before the optimizer is built
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
-    if self.resume is not None:  # finish a rotation that a kill cut short
+    if self.resume is not None: self._resumed_on(self.resume)
+    if self.resume is not None and self.main:  # finish a rotation that a kill cut short
         best = self.dir/'best'
         rotate(self.dir, self.cfg.train.save_total_limit, self.run_id, keep=[best.resolve() if best.exists() else None])
     with signals_stop(self.stop): trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
@@ -444,11 +479,16 @@ def _fit(self:Run, trainer) -> RunResult:
 def _finish(self:Run, trainer, st:str) -> dict:
     "Save the final weights (whole or not at all) and result.json; return the last metrics."
     d = self.dir; tmp, final = d/'.final.tmp', d/'final'
-    shutil.rmtree(tmp, ignore_errors=True)
-    if self.cfg.adapter.method != 'full': adapters.save_adapter(trainer.model, tmp, trainer.processing_class)
+    if self.main: shutil.rmtree(tmp, ignore_errors=True)
+    wait(trainer)
+    if getattr(trainer, 'is_fsdp_enabled', False): trainer.save_model(str(tmp))  # every rank: FSDP2 gathers the whole weights; rank 0 writes them
+    elif not self.main: pass
+    elif self.cfg.adapter.method != 'full': adapters.save_adapter(trainer.model, tmp, trainer.processing_class)
     else: trainer.save_model(str(tmp))
-    accel.finish(trainer, self.cfg, tmp)  # a QAT run: final/quantized/
+    wait(trainer)
     metrics = {k: v for row in trainer.state.log_history for k, v in row.items() if isinstance(v, (int, float))}
+    if not self.main: return metrics
+    accel.finish(trainer, self.cfg, tmp)  # a QAT run: final/quantized/
     for f in (tmp, d):  # the real base model's name; TRL's card in the run folder says "None" for a local base (ftnb.card)
         write_card(f, self.cfg, trainer.state.global_step, metrics, st)
     if final.exists(): final.rename(d/'.final.old')
@@ -458,4 +498,11 @@ def _finish(self:Run, trainer, st:str) -> dict:
                    **({'best': os.readlink(best)} if best.is_symlink() else {})}
     write_json(d/'result.json', self.result)
     return metrics
-Run.fit, Run._finish = _fit, _finish
+def _resumed_on(self:Run, ckpt:Path):
+    "Log a resume on another number of processes than the checkpoint was saved on: the global batch changes with it."
+    try: then = json.loads((ckpt/'ftnb_run.json').read_text()).get('nproc', 1)
+    except (OSError, ValueError): return
+    now, b = world_size(), self.cfg.train.batch_size * self.cfg.train.grad_accum
+    if then != now: self.log(f'resumed on {now} process(es) from a checkpoint saved on {then}: the global batch is now {b * now} samples '
+                             f'(it was {b * then}); the step count, schedule and optimizer state go on from step {_step(ckpt)}', level='warning')
+Run.fit, Run._finish, Run._resumed_on = _fit, _finish, _resumed_on
