@@ -56,6 +56,10 @@ def _train(cfg, accel_=None, **kw):
     if accel_: cfg = cfg.model_copy(update={'accel': C.AccelCfg(**accel_)}).check()
     return ftnb.train(cfg, **kw)
 
+def _launch(cfg, nproc):
+    from ftnb.launch import check_nproc
+    return check_nproc(cfg, nproc)
+
 def _second_run(): _train(_tiny()); return _train(_tiny(lr=1e-3))
 
 def _resume_changed_r():
@@ -158,6 +162,12 @@ CASES = [
     ("Liger without liger-kernel installed", lambda: _train(_tiny(), accel_=dict(liger=True))),
     ("a QAT group size that does not divide the layers", lambda: _train(_tiny(), accel_=dict(qat=True, qat_group_size=64))),
     ("fake quantization delayed past the last step", lambda: C.RunConfig(accel=C.AccelCfg(qat=True, qat_after_steps=20), train=C.TrainCfg(max_steps=20))),
+    ("8-bit AdamW without bitsandbytes installed", lambda: _train(_tiny(), accel_=dict(optim='adamw_bnb_8bit'))),
+    # several processes (ftnb.launch, issue 13)
+    ("`--nproc 0`", lambda: _launch(C.RunConfig(), 0)),
+    ("GRPO on two processes", lambda: _launch(C.RunConfig(method=C.MethodCfg(name='grpo')), 2)),
+    ("FSDP2 on a machine without a GPU", lambda: _launch(C.RunConfig(accel=C.AccelCfg(fsdp=True)), 2)),
+    ("FSDP2 with QLoRA", lambda: C.RunConfig(adapter=C.AdapterCfg(method='qlora'), accel=C.AccelCfg(fsdp=True))),
     # ftnb export (issue 11)
     ("`ftnb export` on a run that left no weights", lambda: _cli('export', _run_dir())),
     ("`ftnb export` of a full fine-tune without --merged", lambda: _cli('export', _run_dir('full', final=True))),
@@ -246,7 +256,8 @@ def doc_rows() -> dict[str, str]:
 # the mutation run (.ci/mutation.py) repeats for every mutant
 TRAINS = {_second_run, _resume_changed_r, _nan_loss, _rewards_none, _resume}
 CPU_ONLY = {"QLoRA on a machine without a GPU", "flash_attention_2 on a machine without a GPU", "`ftnb export --merged` of a QLoRA run on a CPU",
-            "FP8 on a machine without an FP8 GPU", "Liger without liger-kernel installed"}  # errors of a machine without CUDA (and its extras)
+            "FP8 on a machine without an FP8 GPU", "Liger without liger-kernel installed", "8-bit AdamW without bitsandbytes installed",
+            "GRPO on two processes", "FSDP2 on a machine without a GPU"}  # errors of a machine without CUDA (and its extras)
 def _param(what, fn):
     slow = fn in TRAINS or what == "a target module the model does not have"
     marks = [pytest.mark.trains] if slow else []
