@@ -39,7 +39,7 @@ def test_matrix_is_the_config_checks():
 def test_refused_values_are_greyed_by_the_change_not_the_base():
     "refused(cfg) names the values of accel fields that a valid config refuses: FP8, QAT and FSDP2 on QLoRA, and none with LoRA."
     r = compat.refused(RunConfig.model_validate({'adapter': {'method': 'qlora'}}), machine=False)
-    assert set(r) == {'accel.fp8', 'accel.qat'} and set(r['accel.fp8']) == {True}
+    assert set(r) == {'accel.fp8', 'accel.qat', 'accel.fsdp'} and set(r['accel.fp8']) == {True}
     r = compat.refused(RunConfig.model_validate({'accel': {'fp8': True}}), machine=False)
     assert set(r) == {'accel.qat'} and 'both rewrite the linear layers' in r['accel.qat'][True].problem
 
