@@ -41,7 +41,7 @@ def test_refused_values_are_greyed_by_the_change_not_the_base():
     r = compat.refused(RunConfig.model_validate({'adapter': {'method': 'qlora'}}), machine=False)
     assert set(r) == {'accel.fp8', 'accel.qat', 'accel.fsdp'} and set(r['accel.fp8']) == {True}
     r = compat.refused(RunConfig.model_validate({'accel': {'fp8': True}}), machine=False)
-    assert set(r) == {'accel.qat'} and 'both rewrite the linear layers' in r['accel.qat'][True].problem
+    assert set(r) == {'accel.qat', 'accel.fsdp'} and 'both rewrite the linear layers' in r['accel.qat'][True].problem
 
 
 if __name__ == '__main__':
