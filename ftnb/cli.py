@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a field, e.g. adapter.r=8 (repeatable)')
     t.add_argument('--nproc', type=int, default=1, metavar='N', help='train on N processes, one per GPU: DDP, or FSDP2 with accel.fsdp=true '
                    '(accelerate starts them; only rank 0 writes the run folder). Default 1')
+    t.add_argument('--plain', action='store_true', help='a plain log, one line per logged step, even in a terminal (the default when the output is not one)')
     d = sub.add_parser('demo', help='fine-tune the offline tiny model on toy addition, show before/after, write a report')
     d.add_argument('--out', default='runs', help='folder for the demo run (default: runs)')
     d.add_argument('--method', choices=['sft', 'grpo'], default='sft', help='sft (default), or grpo: a short SFT, then GRPO raises the reward')
@@ -67,7 +68,11 @@ def run(argv:list[str]|None=None) -> int:
         else: print(yaml.safe_dump(C.to_dict(_load(a.config, a.set)), sort_keys=False), end='')
     elif a.cmd == 'train':
         from ftnb.entry import train
-        res = train(_load(a.config, a.set), nproc=a.nproc)
+        cfg = _load(a.config, a.set)
+        if a.nproc != 1: res = train(cfg, nproc=a.nproc)  # checked there; the processes cannot reach a view in this one: each prints its log
+        else:
+            from ftnb.tui import watch  # a live view in a terminal, else one plain line per logged step
+            res = watch(lambda q, cbs: train(cfg, q, callbacks=cbs), plain=a.plain or None)
         print(f'{res.status} at step {res.step}: {res.run_dir}')
     elif a.cmd == 'demo':
         if a.method == 'grpo': from ftnb.grpo_demo import run_grpo_demo as run_demo

@@ -24,7 +24,7 @@ __all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'rank', 'world_s
            'write_json', 'read_result', 'status', 'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run',
            'check_output_dir', 'saved_config', 'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop',
            'rotate', 'wait', 'atomic_saves', 'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside',
-           'Run']
+           'Run', 'console_off']
 
 # %% ../nbs/06b_runs.ipynb #92b6b220
 def rank() -> int:
@@ -459,6 +459,16 @@ def _exit(self:Run, typ, exc, tb):
     return False
 Run.__enter__, Run.__exit__ = _enter, _exit
 
+# %% ../nbs/06b_runs.ipynb #cdd76a8e
+def console_off(trainer) -> list:
+    "Remove transformers' progress bar and printed logs from `trainer` when one of its callbacks has `draws_console`; returns those removed."
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    cbs = trainer.callback_handler.callbacks
+    if not any(getattr(c, 'draws_console', False) for c in cbs): return []
+    gone = [c for c in cbs if type(c) in (PrinterCallback, ProgressCallback)]
+    for c in gone: trainer.callback_handler.remove_callback(c)
+    return gone
+
 # %% ../nbs/06b_runs.ipynb #6adf095f
 def _fit(self:Run, trainer) -> RunResult:
     "Train `trainer` in this run: shapes checked, folder claimed, signals, atomic saves, loss guard; then `final/` and result.json."
@@ -467,6 +477,7 @@ def _fit(self:Run, trainer) -> RunResult:
     self.fitted = trainer
     accel.prepare(trainer, self.cfg)  # QAT or FP8 layers, before the optimizer is built
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
+    console_off(trainer)  # `ftnb train` in a terminal: ftnb.tui draws the console
     if self.resume is not None: self._resumed_on(self.resume)
     if self.resume is not None and self.main:  # finish a rotation that a kill cut short
         best = self.dir/'best'
