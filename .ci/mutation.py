@@ -14,7 +14,7 @@ MODULES = {  # module -> the pytest files that test it directly (fast, no browse
     'data': ['tests/test_data.py'],
     'rewards': ['tests/test_rewards.py'],
     'events': ['tests/test_events.py'],
-    'runs': ['tests/test_runs.py'],  # kill trials: hours on 2 cores; run it on a larger machine
+    'runs': ['tests/test_runs_units.py'],  # the unit tests; tests/test_runs.py's kill trials train real models (hours per mutant run)
 }
 SKIP = {  # tests that train a model: each takes seconds, and mutmut runs them for every mutant they cover
     'data': ['-k', 'not trainer and not packing_keeps'],
