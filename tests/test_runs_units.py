@@ -643,6 +643,11 @@ def test_atomic_saves_best_rotated_away_elsewhere(tmp_path):
     assert json.loads((tmp_path/'checkpoint-5'/'trainer_state.json').read_text())['best_model_checkpoint'] is None
     assert os.readlink(tmp_path/'best') == 'checkpoint-1'                   # dangling, not replaced by a wrong one
 
+def test_atomic_saves_into_a_folder_not_made_yet(tmp_path):
+    t = FakeTrainer(tmp_path/'a'/'b', max_steps=1, save_steps=1)
+    runs.atomic_saves(t, 'x', {}); t.train()
+    assert sorted(os.listdir(tmp_path/'a'/'b')) == ['checkpoint-1']
+
 def test_atomic_saves_clears_a_stale_saving_folder(tmp_path):
     (tmp_path/'.saving'/'checkpoint-9').mkdir(parents=True); (tmp_path/'.saving'/'junk').write_text('x')
     t = FakeTrainer(tmp_path, max_steps=1, save_steps=1, limit=1)
@@ -822,6 +827,7 @@ def test_run_stop_and_resume(tmp_path, active):
     assert [m['step'] for m in read_jsonl(d/'metrics.jsonl')] == [1, 2, 3, 4, 5, 6] and read_jsonl(d/'metrics.jsonl')[3]['loss'] == 0.25
     assert read_jsonl(d/'timeline.jsonl') == [{'step': 2}, {'step': 3}, {'phases': []}]
     assert names(runs.ckpt_dirs(d)) == ['checkpoint-6'] and weight(d/'final') == pytest.approx(BIAS0 + 6)
+    assert sorted(os.listdir(d)) == ['README.md', 'checkpoint-6', 'config.yaml', 'events.jsonl', 'final', 'metrics.jsonl', 'result.json', 'timeline.jsonl']
     assert [e.step for e in read_events(d) if e.kind == 'RunStart'] == [0, 3]
 
 def test_resume_rotates_before_training(tmp_path, active):
@@ -955,10 +961,22 @@ def test_claim_permission_error(tmp_path, active, monkeypatch):
     assert msg(e) == f"train.output_dir={str(tmp_path)!r}: {cfg.run_dir}/config.yaml cannot be written. Fix: choose a folder you can write to"
     assert e.value.__cause__ is None and e.value.__suppress_context__ and not r.claimed and active == set() and r.log_ is None
 
-def test_truncate(tmp_path):
+def test_truncate(tmp_path, monkeypatch):
+    seen, replace = [], os.replace
+    monkeypatch.setattr(os, 'replace', lambda a, b: (seen.append((Path(a).name, Path(b).name)), replace(a, b)))
     (tmp_path/'metrics.jsonl').write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"loss": 1}\n{"step": 0}\n{"step": nul')
     runs._truncate(tmp_path, 2)
     assert (tmp_path/'metrics.jsonl').read_text() == '{"step": 1}\n{"step": 2}\n{"loss": 1}\n{"step": 0}\n'
     assert sorted(os.listdir(tmp_path)) == ['metrics.jsonl']                # no timeline created, no temporary file left
+    assert seen == [('.metrics.jsonl.tmp', 'metrics.jsonl')]                # written whole beside it, then renamed over it
     runs._truncate(tmp_path, 0)
     assert read_jsonl(tmp_path/'metrics.jsonl') == [{'loss': 1}, {'step': 0}]
+
+def test_new_run_in_a_reused_folder_gets_a_new_id(tmp_path, active):
+    "A failed start left result.json (with its run_id): a new run there has its own id; its output folder is made as needed."
+    cfg = cfg_for(tmp_path/'x'/'y'); d = cfg.run_dir
+    with pytest.raises(ValueError):
+        with runs.Run(cfg): raise ValueError('typo')
+    first = runs.read_result(d)['run_id']
+    with runs.Run(cfg) as r: pass
+    assert r.run_id != first and len(r.run_id) == 12 and runs.read_result(d)['run_id'] == r.run_id
