@@ -43,7 +43,9 @@ def running(d:Path, **kw):
 @pytest.fixture
 def child():
     "A live child process (`sleep 30`), killed and reaped after the test."
-    p = subprocess.Popen(['sleep', '30'])
+    def dfl():  # default handlers, whatever this process was started under (nohup ignores SIGHUP, and a child inherits that)
+        for sig in runs.STOP_SIGNALS: signal.signal(sig, signal.SIG_DFL)
+    p = subprocess.Popen(['sleep', '30'], preexec_fn=dfl)
     yield p
     p.kill(); p.wait()
 
@@ -527,11 +529,11 @@ class FakeTrainer:
     weights, `best_model_checkpoint` is set when the best step's folder exists under that same run dir, optimizer files,
     `state.save_to_json(trainer_state.json)`, then transformers' own `rotate_checkpoints` with `args.save_total_limit`.
     A resume reads the checkpoint's trainer_state.json and weights, as `train(resume_from_checkpoint=...)` does."""
-    def __init__(self, run_dir, max_steps=4, save_steps=2, limit=2, callbacks=(), losses=None, norms=None, evals=None):
+    def __init__(self, run_dir, max_steps=4, save_steps=2, limit=2, callbacks=(), losses=None, norms=None, evals=None, model=None, tok=None):
         self.args = SimpleNamespace(output_dir=str(run_dir), save_total_limit=limit, save_steps=save_steps, logging_steps=1, max_steps=max_steps)
         self.state, self.control = TrainerState(), TrainerControl()
-        torch.manual_seed(0); self.model = nn.Linear(2, 1)
-        self.processing_class, self.callbacks = None, list(callbacks)
+        torch.manual_seed(0); self.model = model if model is not None else nn.Linear(2, 1)
+        self.processing_class, self.callbacks = tok, list(callbacks)
         self.losses, self.norms, self.evals = losses or {}, norms or {}, evals or {}
         self.limits_seen, self.signal_handler = [], None
 
@@ -543,7 +545,9 @@ class FakeTrainer:
 
     def _get_output_dir(self, trial): return self.args.output_dir
     def save_model(self, output_dir=None, _internal_call=False):
-        os.makedirs(output_dir, exist_ok=True); save_model(self.model, os.path.join(output_dir, 'model.safetensors'))
+        os.makedirs(output_dir, exist_ok=True)
+        if hasattr(self.model, 'peft_config'): self.model.save_pretrained(output_dir)  # Trainer.save_model: a PeftModel saves its adapter
+        else: save_model(self.model, os.path.join(output_dir, 'model.safetensors'))
     def _save_checkpoint(self, model, trial):
         run_dir = self._get_output_dir(trial=trial)
         out = os.path.join(run_dir, f'checkpoint-{self.state.global_step}')
@@ -566,7 +570,7 @@ class FakeTrainer:
         self.signal_handler = signal.getsignal(signal.SIGTERM)
         if resume_from_checkpoint is not None:
             self.state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, 'trainer_state.json'))
-            load_model(self.model, os.path.join(resume_from_checkpoint, 'model.safetensors'))
+            if (Path(resume_from_checkpoint)/'model.safetensors').exists(): load_model(self.model, os.path.join(resume_from_checkpoint, 'model.safetensors'))
         self.state.max_steps = self.args.max_steps
         self._cb('on_train_begin')
         while self.state.global_step < self.args.max_steps:
@@ -755,9 +759,9 @@ def test_move_aside(tmp_path, monkeypatch):
 def active(monkeypatch):
     monkeypatch.setattr(runs, '_ACTIVE', set()); return runs._ACTIVE
 
-def train_run(cfg, *, max_steps=4, save_steps=2, limit=2, **kw):
+def train_run(cfg, *, max_steps=4, save_steps=2, limit=2, callbacks=(), **kw):
     with runs.Run(cfg) as r:
-        t = FakeTrainer(cfg.run_dir, max_steps=max_steps, save_steps=save_steps, limit=limit, callbacks=r.callbacks, **kw)
+        t = FakeTrainer(cfg.run_dir, max_steps=max_steps, save_steps=save_steps, limit=limit, callbacks=[*callbacks, *r.callbacks], **kw)
         res = r.fit(t)
     return r, t, res
 
@@ -779,7 +783,9 @@ def test_run_end_to_end(tmp_path, active):
     with runs.Run(cfg) as r:
         assert r.claimed and active == {str(cfg.run_dir.resolve())} and runs.status(cfg.run_dir) == 'running'
         r.log('before fit')
-        t = FakeTrainer(cfg.run_dir, max_steps=5, save_steps=2, limit=1, callbacks=r.callbacks)
+        (cfg.run_dir/'.final.tmp').mkdir(); (cfg.run_dir/'.final.tmp'/'stale.bin').write_text('x')  # left by a kill during the last save
+        tok = object()
+        t = FakeTrainer(cfg.run_dir, max_steps=5, save_steps=2, limit=1, callbacks=r.callbacks, tok=tok)
         t0 = time.time(); res = r.fit(t)
     assert active == set()
     d = cfg.run_dir; out = runs.read_result(d)
@@ -788,7 +794,7 @@ def test_run_end_to_end(tmp_path, active):
            {'status': 'finished', 'step': 5, 'metrics': metrics, 'pid': os.getpid(), 'host': HOST, 'pid_started': runs._proc_start(os.getpid())}
     assert len(out['run_id']) == 12 and int(out['run_id'], 16) >= 0 and t0 <= out['ended'] <= time.time() and out['started'] <= t0
     assert set(out) == {'status', 'run_id', 'pid', 'host', 'pid_started', 'started', 'step', 'metrics', 'ended'}  # no 'best' without eval
-    assert (res.run_dir, res.status, res.step, res.metrics, res.model, res.tokenizer, res.trainer) == (d, 'finished', 5, metrics, t.model, None, t)
+    assert (res.run_dir, res.status, res.step, res.metrics, res.model, res.tokenizer, res.trainer) == (d, 'finished', 5, metrics, t.model, tok, t)
     assert yaml.safe_load((d/'config.yaml').read_text()) == to_dict(cfg)
     assert sorted(os.listdir(d/'final')) == ['README.md', 'model.safetensors'] and weight(d/'final') == pytest.approx(BIAS0 + 5)
     assert '| steps | 5 (finished) |' in (d/'final'/'README.md').read_text() and '| steps | 5 (finished) |' in (d/'README.md').read_text()
@@ -812,6 +818,7 @@ def test_run_stop_and_resume(tmp_path, active):
     d = cfg.run_dir; first = runs.read_result(d)
     assert (res.status, res.step, first['status'], first['step']) == ('stopped', 3, 'stopped', 3) and r.events.stopped
     assert names(runs.ckpt_dirs(d)) == ['checkpoint-2', 'checkpoint-3'] and read_events(d)[-1].status == 'stopped'
+    assert '| steps | 3 (stopped) |' in (d/'final'/'README.md').read_text() and '| steps | 3 (stopped) |' in (d/'README.md').read_text()
     # a later process: rows after step 3 are dropped when it resumes (they are logged again); a kill cut its rotation short
     with open(d/'metrics.jsonl', 'a') as f: f.write(json.dumps({'step': 4, 'loss': 9.0}) + '\n')
     (d/'timeline.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in [{'step': 2}, {'step': 3}, {'step': 4}, {'phases': []}]))
@@ -878,6 +885,8 @@ def test_run_exit_killed_mid_fit(tmp_path, active):
         with runs.Run(cfg) as r: r.fit(FakeTrainer(cfg.run_dir, max_steps=6, callbacks=[Interrupt(), *r.callbacks]))
     out = runs.read_result(cfg.run_dir)
     assert (out['status'], out['step'], out['error']) == ('killed', 3, 'KeyboardInterrupt: a second SIGINT: ended at once, without a checkpoint')
+    ev = read_events(cfg.run_dir)[-1]
+    assert (ev.kind, ev.step, ev.status, ev.error) == ('RunEnd', 3, 'killed', out['error'])
 
 def test_run_nan_fails_the_run(tmp_path, active):
     cfg = cfg_for(tmp_path)
@@ -980,3 +989,38 @@ def test_new_run_in_a_reused_folder_gets_a_new_id(tmp_path, active):
     first = runs.read_result(d)['run_id']
     with runs.Run(cfg) as r: pass
     assert r.run_id != first and len(r.run_id) == 12 and runs.read_result(d)['run_id'] == r.run_id
+
+def test_fit_hands_the_trainer_to_accel(tmp_path, active, monkeypatch):
+    "accel.prepare gets the trainer before training; accel.finish gets it with the final weights' folder, still the temporary one."
+    seen = []
+    monkeypatch.setattr(runs.accel, 'prepare', lambda t, c: seen.append(('prepare', t, c, t.state.global_step)) or [])
+    monkeypatch.setattr(runs.accel, 'finish', lambda t, c, f: seen.append(('finish', t, c, Path(f), sorted(os.listdir(f)))))
+    cfg = cfg_for(tmp_path); r, t, res = train_run(cfg, max_steps=2)
+    assert seen == [('prepare', t, cfg, 0), ('finish', t, cfg, cfg.run_dir/'.final.tmp', ['model.safetensors'])]
+
+class Tok:
+    "A tokenizer's saving contract: save_pretrained(folder)."
+    def save_pretrained(self, path): (Path(path)/'tokenizer.json').write_text('{}')
+
+def test_fit_saves_an_adapter(tmp_path, active):
+    from peft import LoraConfig, get_peft_model
+    cfg = cfg_for(tmp_path); cfg.adapter.method, cfg.adapter.target_modules = 'lora', ['lin']
+    with runs.Run(cfg) as r:
+        t = FakeTrainer(cfg.run_dir, max_steps=2, callbacks=r.callbacks, model=get_peft_model(Tiny(), LoraConfig(r=2, target_modules=['lin'])), tok=Tok())
+        res = r.fit(t)
+    f = cfg.run_dir/'final'
+    assert sorted(os.listdir(f)) == ['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'tokenizer.json']
+    assert 'library_name: peft' in (f/'README.md').read_text() and runs.complete(cfg.run_dir/'checkpoint-2')
+    from safetensors.torch import load_file
+    w = load_file(str(f/'adapter_model.safetensors'))
+    assert torch.equal(w['base_model.model.lin.lora_B.weight'], t.model.base_model.model.lin.lora_B.default.weight.detach())
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason='signal handlers need the main thread')
+def test_sigterm_during_fit_stops_the_run(tmp_path, active, handlers):
+    class Term(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 2: os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.05)  # handled on this thread, between bytecodes
+    cfg = cfg_for(tmp_path)
+    r, t, res = train_run(cfg, max_steps=6, save_steps=5, limit=None, callbacks=[Term()])
+    assert (res.status, res.step, runs.read_result(cfg.run_dir)['status']) == ('stopped', 2, 'stopped') and r.stop.is_set()
+    assert names(runs.ckpt_dirs(cfg.run_dir)) == ['checkpoint-2']
