@@ -535,7 +535,7 @@ class FakeTrainer:
         torch.manual_seed(0); self.model = model if model is not None else nn.Linear(2, 1)
         self.processing_class, self.callbacks = tok, list(callbacks)
         self.losses, self.norms, self.evals = losses or {}, norms or {}, evals or {}
-        self.limits_seen, self.signal_handler = [], None
+        self.limits_seen, self.signal_handler, self.saved_with = [], None, []
 
     def add_callback(self, cb): self.callbacks.append(cb)
     def _cb(self, event, **kw):
@@ -549,6 +549,7 @@ class FakeTrainer:
         if hasattr(self.model, 'peft_config'): self.model.save_pretrained(output_dir)  # Trainer.save_model: a PeftModel saves its adapter
         else: save_model(self.model, os.path.join(output_dir, 'model.safetensors'))
     def _save_checkpoint(self, model, trial):
+        self.saved_with.append((model, trial))
         run_dir = self._get_output_dir(trial=trial)
         out = os.path.join(run_dir, f'checkpoint-{self.state.global_step}')
         self.save_model(out, _internal_call=True)
@@ -617,6 +618,7 @@ def test_atomic_saves(tmp_path):
     try: t.train()
     finally: runs._publish = pub
     assert published == [f'checkpoint-{s}' for s in range(1, 7)]
+    assert t.saved_with == [(t.model, None)] * 6                            # the wrapped save gets the model and trial it was given
     assert t.limits_seen == [None] * 6 and t.args.save_total_limit == 2     # transformers' rotation off during the save only
     assert t._get_output_dir(trial=None) == str(d)                          # the redirect into .saving is undone
     assert sorted(os.listdir(d)) == ['best', 'checkpoint-2', 'checkpoint-6']  # the best and the newest; no .saving left
@@ -646,6 +648,12 @@ def test_atomic_saves_best_rotated_away_elsewhere(tmp_path):
     assert t.state.best_model_checkpoint is None
     assert json.loads((tmp_path/'checkpoint-5'/'trainer_state.json').read_text())['best_model_checkpoint'] is None
     assert os.readlink(tmp_path/'best') == 'checkpoint-1'                   # dangling, not replaced by a wrong one
+
+def test_atomic_saves_passes_the_trial_on(tmp_path):
+    t = FakeTrainer(tmp_path); runs.atomic_saves(t, 'x', {})
+    m, trial = nn.Linear(1, 1), {'lr': 1.0}                                 # a hyperparameter search's trial
+    t.state.global_step = 3; t._save_checkpoint(m, trial)
+    assert t.saved_with == [(m, trial)] and names(runs.ckpt_dirs(tmp_path)) == ['checkpoint-3']
 
 def test_atomic_saves_into_a_folder_not_made_yet(tmp_path):
     t = FakeTrainer(tmp_path/'a'/'b', max_steps=1, save_steps=1)
@@ -691,6 +699,9 @@ def test_guard_finite_passes_finite_values_through(tmp_path):
     t.training_step = lambda *a, **k: args.append((a, k)) or l              # arguments go through unchanged
     runs.guard_finite(t, 1e-3); t.training_step(1, 2, num_items_in_batch=3)
     assert args == [((1, 2), {'num_items_in_batch': 3})]
+    t._get_grad_norm = lambda *a, **k: args.append((a, k)) or g
+    runs.guard_finite(t, 1e-3); t._get_grad_norm(4, grad_norm=5)
+    assert args[1:] == [((4,), {'grad_norm': 5})]
 
 # ------------------------------------------------------------------------------------------------------------ Health
 def log_seq(h, seq, start=1):
