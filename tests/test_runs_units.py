@@ -788,6 +788,9 @@ def test_run_init(tmp_path, active):
     assert [(e.kind, e.message, e.level, e.step) for e in r.pending] == [('Log', 'hello', 'warning', 3)]
     assert [e.message for e in q.drain()] == ['hello']
     assert isinstance(runs.Run(cfg).stop, threading.Event)
+    cfg.data.chat_template_kwargs = {'pair': (1, 2)}                       # the RunStart event carries JSON data: a tuple becomes a list
+    assert runs.Run(cfg).events.config['data']['chat_template_kwargs'] == {'pair': [1, 2]} and to_dict(cfg)['data']['chat_template_kwargs']['pair'] == [1, 2]
+    assert type(runs.Run(cfg).events.config['data']['chat_template_kwargs']['pair']) is list
 
 def test_run_end_to_end(tmp_path, active):
     cfg = cfg_for(tmp_path)
