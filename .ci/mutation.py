@@ -37,7 +37,7 @@ def run(mod:str) -> dict:
     res = subprocess.run([mutmut, 'results', '--all', 'true'], cwd=tmp, env=env, capture_output=True, text=True).stdout
     status = dict(re.findall(r'^\s*(\S+): (\w[\w ]*)$', res, re.M))
     src = (tmp/'ftnb'/f'{mod}.py').read_text()
-    docs = {m for m in status if _is_docstring(tmp, env, mutmut, m)} if status else set()
+    docs = {m for m, s in status.items() if s not in ('killed', 'timeout') and _is_docstring(tmp, env, mutmut, m)}  # survivors only: one `mutmut show` each
     killed = sum(s in ('killed', 'timeout') for s in status.values())  # a mutant that hangs the tests is caught too
     survived = sorted(m for m, s in status.items() if s not in ('killed', 'timeout'))
     out = {'module': mod, 'mutants': len(status), 'killed': killed, 'score': round(killed / max(len(status), 1), 3),
