@@ -14,7 +14,7 @@ MODULES = {  # module -> the pytest files that test it directly (fast, no browse
     'data': ['tests/test_data.py'],
     'rewards': ['tests/test_rewards.py'],
     'events': ['tests/test_events.py'],
-    'runs': ['tests/test_runs.py'],  # kill trials: hours on 2 cores; run it on a larger machine
+    'runs': ['tests/test_runs_units.py'],  # the unit tests; tests/test_runs.py's kill trials train real models (hours per mutant run)
 }
 SKIP = {  # tests that train a model: each takes seconds, and mutmut runs them for every mutant they cover
     'data': ['-k', 'not trainer and not packing_keeps'],
@@ -37,9 +37,9 @@ def run(mod:str) -> dict:
     res = subprocess.run([mutmut, 'results', '--all', 'true'], cwd=tmp, env=env, capture_output=True, text=True).stdout
     status = dict(re.findall(r'^\s*(\S+): (\w[\w ]*)$', res, re.M))
     src = (tmp/'ftnb'/f'{mod}.py').read_text()
+    docs = {m for m, s in status.items() if s not in ('killed', 'timeout') and _is_docstring(tmp, env, mutmut, m)}  # survivors only: one `mutmut show` each
     killed = sum(s in ('killed', 'timeout') for s in status.values())  # a mutant that hangs the tests is caught too
     survived = sorted(m for m, s in status.items() if s not in ('killed', 'timeout'))
-    docs = {m for m in survived if _is_docstring(tmp, env, mutmut, m)}  # `mutmut show` takes a second each: survivors only
     out = {'module': mod, 'mutants': len(status), 'killed': killed, 'score': round(killed / max(len(status), 1), 3),
            'survived_docstring': sorted(m for m in survived if m in docs), 'survived': sorted(m for m in survived if m not in docs),
            'statuses': {s: sum(v == s for v in status.values()) for s in set(status.values())}, 'seconds': round(time.time() - t0)}
