@@ -33,7 +33,8 @@ def run(mod:str) -> dict:
     # tests/conftest.py points subprocesses at the mutated copy (PYTHONPATH) once mutmut has set MUTANT_UNDER_TEST
     env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
     t0 = time.time()
-    subprocess.run([mutmut, 'run', '--max-children', '1'], cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp/'mutmut.log', 'w') as log:  # kept: a run where nothing was checked says why there
+        subprocess.run([mutmut, 'run', '--max-children', '1'], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
     res = subprocess.run([mutmut, 'results', '--all', 'true'], cwd=tmp, env=env, capture_output=True, text=True).stdout
     status = dict(re.findall(r'^\s*(\S+): (\w[\w ]*)$', res, re.M))
     src = (tmp/'ftnb'/f'{mod}.py').read_text()
