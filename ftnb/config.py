@@ -188,10 +188,10 @@ class AccelCfg(Part):
         "(LLaMA-Factory's fake_quant_after_n_steps; 0 = from the first step).", ge=0)
     optim: Literal['adamw_torch_fused','adamw_torch','adamw_bnb_8bit','paged_adamw_8bit'] = F('adamw_torch_fused', "Optimizer (TrainingArguments' optim). "
         "adamw_torch_fused = torch's AdamW as one fused kernel (transformers' default from torch 2.8; runs on CPU too); adamw_torch = torch's for-each AdamW; "
-        "adamw_bnb_8bit = bitsandbytes' 8-bit AdamW: its two states take 2 bytes per trained weight instead of 8 (CUDA GPU; needs ftnb[quant]); "
+        "adamw_bnb_8bit = bitsandbytes' 8-bit AdamW: its two states are stored in 8 bits, not 32 (bitsandbytes' design, not measured in ftnb; CUDA GPU; needs ftnb[quant]); "
         "paged_adamw_8bit = the same, paged out to CPU memory when the GPU runs short.")
     torch_compile: bool = F(False, "torch.compile the model (TrainingArguments' torch_compile). The first steps wait for the compiler, "
-        "and a new batch shape may compile again (measured on 2 CPU cores, tiny model, inductor: a 5-step run took 2.6 min with a cold compile cache, 31 s with a warm one).")
+        "and a new batch shape may compile again (the compile time is not measured in ftnb's tests: CI compiles with aot_eager).")
     compile_backend: Literal['inductor','aot_eager','eager'] = F('inductor', "torch_compile only: the backend. inductor = generated kernels "
         "(Triton on a GPU; C++ on a CPU, which needs a C++ compiler); aot_eager, eager = no generated code (debugging, no speed-up).")
     compile_mode: Literal['default','reduce-overhead','max-autotune','max-autotune-no-cudagraphs'] = F('default', "torch_compile only: torch.compile's mode. "

@@ -22,6 +22,6 @@ def test_named_tests_and_results_exist():
         for f, name in re.findall(r'(test_\w+\.py)::(test_\w+)', r):
             hits = list((ROOT/'tests').rglob(f))
             if not hits or not any(re.search(rf'def {name}\b', h.read_text()) for h in hits): missing.append(f'{f}::{name}')
-        for j in re.findall(r'(\w+\.json)', r):
-            if j.startswith(('grpo_', 'engine_', 'dashboard_')) and not (ROOT/'bench'/'results'/j).exists(): missing.append(j)
+        for j in re.findall(r'([\w.]+\.(?:json|log))', r):
+            if j.startswith(('grpo_', 'engine_', 'dashboard_', 'sft_', 'gpu_tests_')) and not (ROOT/'bench'/'results'/j).exists(): missing.append(j)
     assert not missing, missing

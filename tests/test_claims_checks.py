@@ -132,19 +132,21 @@ def test_alora_acts_from_the_last_invocation_only():
         else: assert (gap > 0).all()
 
 # ------------------------------------------------------------------------------------------------ tutorials/qlora_16gb
-def test_trainer_optimizer_is_adamw_torch_and_not_a_setting():
-    "IQ4: ftnb has no optimizer field; its trainers train with transformers' default AdamW, adamw_torch_fused."
+def test_default_optimizer_is_adamw_torch_fused_and_8bit_is_a_setting():
+    "IQ4: the tutorial keeps ftnb's default optimizer, transformers' fused AdamW; accel.optim offers bitsandbytes' paged 8-bit AdamW."
+    from typing import get_args
     from transformers import TrainingArguments
+    from ftnb.config import AccelCfg
     from ftnb.runs import trainer_kwargs
     from ftnb.widgets import field_paths
-    assert not [f for f in field_paths() if 'optim' in f]
+    assert 'accel.optim' in field_paths() and 'paged_adamw_8bit' in get_args(AccelCfg.model_fields['optim'].annotation)
     args = TrainingArguments(**{**trainer_kwargs(RunConfig()), 'output_dir': '/tmp/ftnb-claims-args'})
-    assert args.optim == 'adamw_torch_fused', args.optim  # transformers' default: the tutorial said adamw_torch
+    assert args.optim == 'adamw_torch_fused', args.optim
 
-def test_no_measured_qlora_or_sft_result_yet():
-    "IQ16 / B16: the docs say no QLoRA memory timeline and no bench/sft.py result exist: true while no such JSON is kept."
+def test_no_measured_qlora_result_yet():
+    "IQ2 / IQ10: the docs say no QLoRA memory timeline exists: true while no such JSON is kept (the SFT bench has its rows: B16)."
     res = [p.name for p in (ROOT/'bench'/'results').glob('*.json')]
-    assert not [n for n in res if 'qlora' in n or n.startswith('sft')], res
+    assert not [n for n in res if 'qlora' in n], res
 
 # ------------------------------------------------------------------------------------------------ 02_data / 00_config
 @pytest.mark.trains
