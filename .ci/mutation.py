@@ -11,13 +11,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = {  # module -> the pytest files that test it directly (fast, no browser, no GPU)
     'config': ['tests/test_config.py', 'tests/test_config_messages.py', 'tests/test_config_checks.py', 'tests/test_errors.py'],  # without the rows that train (SKIP)
-    'data': ['tests/test_data.py'],
+    'data': ['tests/test_data.py', 'tests/test_data_messages.py', 'tests/test_errors.py'],
     'rewards': ['tests/test_rewards.py', 'tests/test_rewards_messages.py'],
     'events': ['tests/test_events.py'],
     'runs': ['tests/test_runs_units.py'],  # the unit tests; tests/test_runs.py's kill trials train real models (hours per mutant run)
 }
 SKIP = {  # tests that train a model: each takes seconds, and mutmut runs them for every mutant they cover
-    'data': ['-k', 'not trainer and not packing_keeps'],
+    'data': ['-k', 'not trainer and not packing_keeps', '-m', 'not gpu and not trains'],
     'rewards': ['-k', 'not grpo_trainer'],
     'config': ['-m', 'not gpu and not trains'],
 }
