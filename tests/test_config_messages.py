@@ -173,3 +173,17 @@ def test_alora_without_invocation_names_the_value_given():
     for v in (None, ''):
         e = pytest.raises(ConfigError, from_dict, {'adapter': {'method': 'alora', 'alora_invocation': v}}).value
         assert (e.field, e.value) == ('adapter.alora_invocation', v)
+
+@pytest.mark.parametrize('flag', ['fp8', 'qat'])
+def test_fsdp_with_layers_ftnb_swaps_itself(flag):
+    e = pytest.raises(ConfigError, from_dict, {'accel': {'fsdp': True, flag: True}}).value
+    assert str(e) == (f"accel.fsdp=True: ftnb swaps the linear layers for {flag.upper()} itself, and that is not made to work with FSDP2's "
+                      f"sharded weights. Fix: turn accel.fsdp off (DDP: each process holds the whole model), or accel.{flag}")
+    assert (e.field, e.value) == ('accel.fsdp', True)
+
+def test_a_bool_in_a_union_counts():
+    assert C._takes_bool(bool | None) and C._takes_bool(Literal['auto', True] | None) and not C._takes_bool(int | None)
+
+def test_fms_unknown_key_after_a_known_one_is_still_refused():
+    with pytest.raises(ConfigError) as e: C._fms_unknown({'model_name_or_path': 'm', 'bf16': True, 'qqqqqqqqqq': 1})
+    assert e.value.field == 'qqqqqqqqqq'

@@ -32,3 +32,13 @@ def test_python_version_claim():
     import tomllib
     req = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']['requires-python']
     assert req == '>=3.11' and 'Python 3.11 or newer' in (ROOT/'README.md').read_text() and sys.version_info >= (3, 11)
+
+def test_mutation_scores_are_the_json():
+    "The README's mutation scores ('config 1100 of 1272') are docs/mutation.json's, module by module, and name every module it lists."
+    import json, re
+    text = (ROOT/'README.md').read_text()
+    para = text[text.index('Mutation testing'):].split('\n\n')[0]
+    mods = re.search(r'python \.ci/mutation\.py ([a-z ]+)`', para).group(1).split()
+    got = {m: (int(k), int(n)) for m, k, n in re.findall(r'\b([a-z]+) (\d+) of (\d+)', para)}
+    saved = json.loads((ROOT/'docs'/'mutation.json').read_text())
+    assert set(got) == set(mods) and all(got[m] == (saved[m]['killed'], saved[m]['mutants']) for m in mods), (got, mods)
