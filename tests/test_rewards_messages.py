@@ -125,6 +125,7 @@ def test_small_helpers():
     assert R._short('x' * 80) == 'x' * 80 and R._short('x' * 81) == 'x' * 79 + '…' and len(R._short('y' * 200)) == 80
     assert R._short('abcdef', 4) == 'abc…'
     assert R.text_of([{'role': 'user', 'content': 'u'}, {'content': 'c'}]) == 'c'  # a message without a role counts as said
+    assert R.text_of([{'content': 'c'}, {'role': 'user', 'content': 'u'}]) == 'c'  # ...wherever it stands
     assert R.text_of([{'role': 'user', 'content': 'u'}]) == 'u'  # no assistant message: the last message
     assert R.text_of([{'role': 'assistant', 'content': 'a'}, {'role': 'user', 'content': 'u'}]) == 'a'
     assert R.answer_text('x <answer>a\nb</answer>') == 'a\nb' and R.answer_text('<answer> a\nb') == 'a\nb'
