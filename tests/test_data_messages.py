@@ -139,3 +139,18 @@ def test_sample_view_text_and_html():
         '<span title="#3 id 4 · masked" style="background:#dadada;color:#777">c&lt;</span></div></div>')
     assert repr(D.SampleView(['a', 'b'], [True, True], [False, False], [1, 2])) == '2 trained / 0 masked\n⟦ab⟧'
     assert repr(D.SampleView(['a', 'b'], [False, True], [False, False], [1, 2])) == '1 trained / 1 masked\na⟦b⟧'
+
+def test_chat_template_messages():
+    from ftnb.testing import tiny_tokenizer
+    msgs = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}]
+    tok = tiny_tokenizer(); tok.chat_template = None
+    assert msg(lambda: D._encode_chat(tok, msgs, 'chat.jsonl')) == ("chat.jsonl: the tokenizer has no chat template, so chat messages cannot be rendered. "
+        "Fix: use a chat model's tokenizer, set tok.chat_template, or give the samples as text")
+    tok.chat_template = '{% for m in messages %}{{ m.content }}|{% endfor %}{{ messages | length }}'  # the count at the end changes every prefix
+    assert msg(lambda: D._encode_chat(tok, msgs, 'chat.jsonl')) == ("chat.jsonl: the chat template renders a conversation prefix differently from the "
+        "full conversation, so assistant turns cannot be located. Fix: use a template with {% generation %} tags, or set completion_only=False to train on every token")
+    # the template's switches reach every rendering: the spans are found with them, and the text is rendered with them
+    tok.chat_template = "{% for m in messages %}{% if m.role == 'assistant' and think %}<t>{% endif %}{{ m.content }}\n{% endfor %}"
+    ids, tr = D._encode_chat(tok, msgs, 's', think=True)
+    assert tok.decode(ids) == tok.apply_chat_template(msgs, tokenize=False, think=True) and '<t>' in tok.decode(ids)
+    assert '<t>' in tok.decode([i for i, t in zip(ids, tr) if t]) and 'hi' not in tok.decode([i for i, t in zip(ids, tr) if t])
