@@ -154,3 +154,35 @@ def test_chat_template_messages():
     ids, tr = D._encode_chat(tok, msgs, 's', think=True)
     assert tok.decode(ids) == tok.apply_chat_template(msgs, tokenize=False, think=True) and '<t>' in tok.decode(ids)
     assert '<t>' in tok.decode([i for i, t in zip(ids, tr) if t]) and 'hi' not in tok.decode([i for i, t in zip(ids, tr) if t])
+
+def test_prepare_splits_and_eval_files(tmp_path):
+    from ftnb.testing import tiny_tokenizer
+    tok = tiny_tokenizer()
+    train, ev = D.prepare(DataCfg(path='toy:prompt_completion', max_samples=20, eval_fraction=0.25), tok)
+    assert (len(train), len(ev)) == (15, 5)
+    assert D.prepare(DataCfg(path='toy:prompt_completion', max_samples=20, eval_fraction=0), tok)[1] is None
+    assert [len(x) for x in D.prepare(DataCfg(path='toy:prompt_completion', max_samples=2, eval_fraction=0.1), tok)] == [1, 1]  # at least one
+    assert D.prepare(DataCfg(path='toy:prompt_completion', max_samples=1, eval_fraction=0.5), tok)[1] is None  # one sample: nothing to hold out
+    rows = [{'prompt': f'{i}+1=', 'completion': f' {i + 1}'} for i in range(3)]
+    (tmp_path/'ev.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    train, ev = D.prepare(DataCfg(path='toy:prompt_completion', max_samples=8, eval_path=str(tmp_path/'ev.jsonl')), tok)
+    assert (len(train), len(ev)) == (8, 3) and tok.decode(ev[0]['input_ids']).startswith('0+1=')
+    (tmp_path/'bad.jsonl').write_text(json.dumps({'prompt': 5, 'completion': 'x'}) + '\n')
+    assert msg(lambda: D.prepare(DataCfg(path='toy:prompt_completion', max_samples=8, eval_path=str(tmp_path/'bad.jsonl')), tok)).startswith(
+        f"{tmp_path/'bad.jsonl'}: sample 0: field 'prompt' is int '5', not a string")  # the eval file is named, not the train set
+
+def test_split_drops_pieces_without_a_trained_token_and_says_how_many():
+    from ftnb.testing import tiny_tokenizer
+    import warnings
+    tok = tiny_tokenizer()
+    cfg = DataCfg(path='s', format='text', response_template='###', max_length=8, too_long='split')
+    ds = datasets.Dataset.from_dict({'text': ['a b c d e f g h i j k l m n o p q r s t ### u v']})
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        out = D.tokenize(ds, tok, cfg)
+    ids = D.tokenize(ds, tok, DataCfg(path='s', format='text', response_template='###', max_length=512))[0]
+    pieces = D.split_sample(ids['input_ids'], ids['labels'], 8)
+    kept = [p for p in pieces if any(l != -100 for l in p[1])]
+    assert len(out) == len(kept) < len(pieces)
+    assert [str(x.message) for x in w if issubclass(x.category, D.DataWarning)] == [
+        f"s: 1 of 1 samples are longer than max_length=8 tokens (longest: {len(ids['input_ids'])}): split them, and dropped {len(pieces) - len(kept)} pieces that had no trained token"]
