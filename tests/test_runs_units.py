@@ -65,7 +65,8 @@ def test_trainer_kwargs_every_field(tmp_path):
                 gradient_accumulation_steps=5, learning_rate=3e-4, lr_scheduler_type='cosine', warmup_steps=0.25, weight_decay=0.07,
                 max_grad_norm=0.6, logging_steps=4, logging_first_step=True, eval_strategy='no', eval_steps=6, metric_for_best_model=None,
                 save_strategy='steps', save_steps=9, save_total_limit=4, seed=123, data_seed=123, report_to='none', use_cpu=True,
-                dataloader_num_workers=0, bf16=False, fp16=False, gradient_checkpointing=True, use_liger_kernel=True)
+                dataloader_num_workers=0, bf16=False, fp16=False, gradient_checkpointing=True, use_liger_kernel=True,
+                optim='adamw_torch_fused', torch_compile=False, torch_compile_backend=None, torch_compile_mode=None)  # one process: no fsdp keys
     assert not torch.cuda.is_available()
     assert runs.trainer_kwargs(cfg) == want                                  # has_eval defaults to False
     assert runs.trainer_kwargs(cfg, has_eval=True) == {**want, 'eval_strategy': 'steps', 'metric_for_best_model': 'eval_loss'}
@@ -534,6 +535,8 @@ class FakeTrainer:
         self.state, self.control = TrainerState(), TrainerControl()
         torch.manual_seed(0); self.model = model if model is not None else nn.Linear(2, 1)
         self.processing_class, self.callbacks = tok, list(callbacks)
+        # Trainer.callback_handler: its list of callbacks and remove_callback (ftnb.runs.console_off uses both)
+        self.callback_handler = SimpleNamespace(callbacks=self.callbacks, remove_callback=self.callbacks.remove)
         self.losses, self.norms, self.evals = losses or {}, norms or {}, evals or {}
         self.limits_seen, self.signal_handler, self.saved_with = [], None, []
 
@@ -624,7 +627,7 @@ def test_atomic_saves(tmp_path):
     assert sorted(os.listdir(d)) == ['best', 'checkpoint-2', 'checkpoint-6']  # the best and the newest; no .saving left
     assert os.readlink(d/'best') == 'checkpoint-2'
     for s in (2, 6):
-        assert json.loads((d/f'checkpoint-{s}'/'ftnb_run.json').read_text()) == {'run_id': 'rid', 'step': s, 'config': {'k': 1}}
+        assert json.loads((d/f'checkpoint-{s}'/'ftnb_run.json').read_text()) == {'run_id': 'rid', 'step': s, 'config': {'k': 1}, 'nproc': 1}
         assert weight(d/f'checkpoint-{s}') == pytest.approx(BIAS0 + s)
     state = json.loads((d/'checkpoint-6'/'trainer_state.json').read_text())
     assert state['best_model_checkpoint'] == str(d/'checkpoint-2') == t.state.best_model_checkpoint and state['global_step'] == 6
@@ -813,7 +816,7 @@ def test_run_end_to_end(tmp_path, active):
     assert sorted(os.listdir(d/'final')) == ['README.md', 'model.safetensors'] and weight(d/'final') == pytest.approx(BIAS0 + 5)
     assert '| steps | 5 (finished) |' in (d/'final'/'README.md').read_text() and '| steps | 5 (finished) |' in (d/'README.md').read_text()
     assert sorted(os.listdir(d)) == ['README.md', 'checkpoint-4', 'config.yaml', 'events.jsonl', 'final', 'metrics.jsonl', 'result.json']
-    assert json.loads((d/'checkpoint-4'/'ftnb_run.json').read_text()) == {'run_id': out['run_id'], 'step': 4, 'config': to_dict(cfg)}
+    assert json.loads((d/'checkpoint-4'/'ftnb_run.json').read_text()) == {'run_id': out['run_id'], 'step': 4, 'config': to_dict(cfg), 'nproc': 1}
     assert [m['step'] for m in read_jsonl(d/'metrics.jsonl')] == [1, 2, 3, 4, 5]
     ev = read_events(d)
     assert [e.kind for e in ev] == ['Log', 'RunStart', *['Metrics'] * 2, 'Checkpoint', *['Metrics'] * 2, 'Checkpoint', 'Metrics', 'RunEnd']

@@ -114,7 +114,8 @@ def test_every_trainer_argument_comes_from_one_field():
     assert {k for k in a if a[k] != no_eval[k]} == {'eval_strategy', 'metric_for_best_model'}
     machine = {'use_cpu': True, 'bf16': False, 'fp16': False, 'gradient_checkpointing': False}  # CPU: fp32, no checkpointing
     fixed = {'logging_first_step': True, 'save_strategy': 'steps', 'report_to': 'none', 'dataloader_num_workers': 0, 'packing_strategy': 'bfd',
-             'completion_only_loss': False, 'assistant_only_loss': False, 'use_liger_kernel': False}
+             'completion_only_loss': False, 'assistant_only_loss': False, 'use_liger_kernel': False,
+             'optim': 'adamw_torch_fused', 'torch_compile': False, 'torch_compile_backend': None, 'torch_compile_mode': None}  # accel's defaults
     import torch
     assert {k: a[k] for k in fixed} == fixed
     if not torch.cuda.is_available(): assert {k: a[k] for k in machine} == machine  # on a GPU: bf16 and checkpointing, by the machine

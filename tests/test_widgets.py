@@ -34,7 +34,7 @@ ALONE = {'data.response_template': {'data': {'format': 'text', 'response_templat
          'method.num_generations': {'method': {'name': 'grpo', 'num_generations': 4}, 'train': {'batch_size': 8}},
          'train.batch_size': {'method': {'name': 'grpo', 'num_generations': 8}, 'train': {'batch_size': 16}},
          'method.sync': {'method': {'name': 'grpo', 'sync': 'merge'}},
-         'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}},
+         'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}}, 'accel.fsdp': {'accel': {'fsdp': True}},
          'data.overlap': {'data': {'format': 'text', 'too_long': 'split', 'overlap': 16}}}
 
 # Fields whose changed value the config refuses in the walk below, because of a field changed before them; each
@@ -46,6 +46,7 @@ CANNOT_CHANGE_ALONE = {
     'method.sync': "'adapter' needs plain LoRA, and the walk chose another adapter method",
     'accel.fp8': 'FP8 cannot be combined with the gptq_lora the walk chose',
     'accel.qat': 'QAT cannot be combined with the gptq_lora the walk chose',
+    'accel.fsdp': 'FSDP2 cannot shard the gptq_lora weights the walk chose',
     'data.overlap': "overlap is used only with too_long='split', and the walk chose 'raise' (split refuses the messages format it chose)",
 }
 
@@ -192,11 +193,11 @@ def test_acceleration_tab_greys_what_would_be_refused(monkeypatch):
     assert acc and not any(fw.input.disabled for fw in acc.values()) and all(fw.note.layout.display == 'none' for fw in acc.values())
     panel.fields['adapter.method'].input.value = 'qlora'
     assert panel.error is None
-    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.fp8', 'accel.qat'}
+    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.fp8', 'accel.qat', 'accel.fsdp'}
     assert 'FP8 cannot be combined with weight quantization (qlora)' in html.unescape(panel.fields['accel.fp8'].note.value)
     panel.fields['adapter.method'].input.value = 'lora'
     panel.fields['accel.fp8'].input.value = True
-    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.qat'}  # FP8 itself stays free: it can be turned off
+    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.qat', 'accel.fsdp'}  # FP8 itself stays free: it can be turned off
     assert 'both rewrite the linear layers' in html.unescape(panel.fields['accel.qat'].note.value)
     panel.fields['accel.fp8'].input.value = False
     assert not any(fw.input.disabled for fw in acc.values()) and panel.config == RunConfig()
