@@ -6,14 +6,14 @@ Docs: https://ftnb.github.io/ftnb/engine.html.md"""
 
 # %% ../nbs/09_engine.ipynb #053becf8
 from __future__ import annotations
-import gc, importlib.util, logging, os, re, shutil, tempfile, time, weakref
+import gc, importlib.util, json, logging, os, re, shutil, tempfile, time, weakref
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
-from peft import PeftModel
+from peft import PeftModel, get_peft_model_state_dict
 from peft.utils import PeftType
 from peft.tuners.lora import LoraLayer, Linear as LoraLinear, Embedding as LoraEmbedding
 from peft.tuners.lora.layer import _ConvNd as LoraConv
@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 __all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'vllm_loads_adapter',
            'choose_sync', 'merges_by_copy', 'hf_weights', 'merged', 'lora_rank', 'check_alloc_conf', 'model_path',
            'check_cpu_head_dim', 'EngineSpec', 'vllm_available', 'disk_weights', 'check_one_cumem', 'VLLMEngine',
-           'frozen_heap', 'current_engine', 'shutdown_engine', 'pick_engine', 'engine_spec', 'get_engine',
-           'EngineGeneration', 'serve_trl']
+           'frozen_heap', 'adapter_tensors', 'register_lora', 'current_engine', 'shutdown_engine', 'pick_engine',
+           'engine_spec', 'get_engine', 'EngineGeneration', 'serve_trl']
 
 # %% ../nbs/09_engine.ipynb #0be03c0e
 def gpu_mem_gib()->float|None:
@@ -420,6 +420,7 @@ class VLLMEngine(Engine):
         from vllm.platforms import current_platform
         self.spec, self.sleep_level, self.on_cpu = spec, sleep_level, current_platform.is_cpu()
         self.push_via = 'reload' if self.on_cpu else 'load'  # how sync copies weights in (see above)
+        self.adapter_via = 'memory'  # how adapter sync hands LoRA tensors over: 'memory' (register_lora) or 'files' (vLLM's loader)
         self.can_sleep = spec.enable_sleep_mode and current_platform.is_sleep_mode_available()
         check_alloc_conf(self.can_sleep)
         if spec.enable_sleep_mode and not self.can_sleep:
@@ -516,6 +517,44 @@ def _reload(self:VLLMEngine):
 
 VLLMEngine.sleep, VLLMEngine._wake_weights, VLLMEngine.wake, VLLMEngine._reload = _sleep, _wake_weights, _wake, _reload
 
+# %% ../nbs/09_engine.ipynb #a1d2c3e4
+def _lora_worker(llm):
+    "vLLM's worker-side LoRA manager of an in-process engine, or None where this vLLM keeps it elsewhere."
+    ex = llm.llm_engine.model_executor
+    wm = getattr(getattr(getattr(ex, 'driver_worker', None), 'model_runner', None), 'lora_manager', None)
+    return wm if all(hasattr(wm, a) for a in ('_adapter_manager', '_lora_model_cls', 'lora_config', 'vocab_size')) else None
+
+@torch.no_grad()
+def adapter_tensors(model:PeftModel, name:str)->dict:
+    "The adapter's tensors under the names PEFT saves them with, as copies (vLLM scales lora_B in place when it packs)."
+    sd = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
+    return {k: v.detach().clone() for k, v in sd.items()}
+
+def register_lora(wm,            # vLLM's WorkerLoRAManager (see `_lora_worker`)
+                  lora_id:int,   # the id the LoRARequest will carry
+                  model:PeftModel, name:str, # the training model and its adapter
+                 ):
+    "Load the adapter into vLLM's worker from memory: what vLLM's `_load_adapter` does with an adapter folder."
+    # The gap: vLLM 0.26-0.27 reads a LoRARequest only from a folder (or tensorizer), so each sync wrote and parsed
+    # files (verl patches that loader instead). This builds the LoRAModel with vLLM's own from_lora_tensors and registers
+    # it under the request's id; when a request with that id comes, the worker finds it loaded and only activates it.
+    from vllm.lora.peft_helper import PEFTHelper
+    cfg = json.loads(json.dumps(model.peft_config[name].to_dict(), default=sorted))  # as adapter_config.json holds it
+    cfg['vllm_max_position_embeddings'] = getattr(wm, 'max_position_embeddings', None)
+    helper = PEFTHelper.from_dict(cfg)
+    helper.validate_legal(wm.lora_config)
+    am = wm._adapter_manager
+    mapper = getattr(am.model, 'hf_to_vllm_mapper', None)
+    ts = adapter_tensors(model, name)
+    lora = wm._lora_model_cls.from_lora_tensors(lora_id, ts, helper, device=str(next(iter(ts.values())).device),
+        dtype=wm.lora_config.lora_dtype, model_vocab_size=wm.vocab_size,
+        weights_mapper=mapper.get_unstacked_mapper() if mapper is not None else None,
+        skip_prefixes=getattr(am.model, 'lora_skip_prefixes', None))
+    am.remove_adapter(lora_id)
+    if len(am) + 1 > am.capacity: am.remove_oldest_adapter()
+    am.add_adapter(lora)
+
+
 # %% ../nbs/09_engine.ipynb #7a2f1e1b
 def _check_how(self:VLLMEngine, model:nn.Module, how:str):
     "Raise a ConfigError when `how` cannot send `model` to this engine."
@@ -544,14 +583,17 @@ def _drop_adapter(self:VLLMEngine):
     self._lora = None
 
 def _push_adapter(self:VLLMEngine, model:PeftModel):
-    "Hand the current LoRA A/B tensors to vLLM as a new adapter."
+    "Hand the current LoRA A/B tensors to vLLM as a new adapter: from memory where this vLLM allows it, else through files in RAM."
     from vllm.lora.request import LoRARequest
     self._drop_adapter()
     self._lora_id += 1
     name, d = model.active_adapter, self._lora_dir / f'v{self._lora_id}'
-    model.save_pretrained(d, selected_adapters=[name])
     req = LoRARequest(f'ftnb-v{self._lora_id}', self._lora_id, str(d if name == 'default' else d / name))
-    self.llm.llm_engine.add_lora(req)  # loads it now, so its cost shows in the sync phase
+    wm = _lora_worker(self.llm) if self.adapter_via == 'memory' else None
+    if wm is not None: register_lora(wm, self._lora_id, model, name)  # vLLM finds the id loaded and never reads the path
+    else:
+        model.save_pretrained(d, selected_adapters=[name])
+        self.llm.llm_engine.add_lora(req)  # loads it now, so its cost shows in the sync phase
     self._lora = req
 
 VLLMEngine._check_how, VLLMEngine._push, VLLMEngine._drop_adapter, VLLMEngine._push_adapter = _check_how, _push, _drop_adapter, _push_adapter

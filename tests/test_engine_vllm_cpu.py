@@ -101,6 +101,24 @@ def test_adapter_sync_matches_peft(eng, tiny_path, prompts, tok):
     names = [p['name'] for p in eng.drain_phases()]
     assert names.count('sync:adapter') == 2 and 'generate' in names
 
+def test_adapter_sync_from_memory_writes_no_file_and_keeps_the_trainer(eng, tiny_path, prompts, tok):
+    "Issue 9 item 2: the adapter reaches vLLM from memory (no file), vLLM's in-place scaling of lora_B leaves the trainer's alone."
+    pm, hf = lora_model(tiny_path, seed=2), None
+    before = {n: p.detach().clone() for n, p in pm.named_parameters() if p.requires_grad}
+    assert eng.adapter_via == 'memory' and E._lora_worker(eng.llm) is not None
+    eng.sync(pm, 'adapter')
+    assert not any(eng._lora_dir.rglob('*'))  # nothing written: the path in the request is never read
+    assert all(torch.equal(p, before[n]) for n, p in pm.named_parameters() if p.requires_grad)  # scaling 2 (alpha 16 / r 8) not applied to ours
+    mem = greedy(eng, prompts)
+    assert mem == greedy(HFEngine(pm, tok), prompts)
+    eng.adapter_via = 'files'
+    try:
+        eng.sync(pm, 'adapter')
+        assert any(eng._lora_dir.rglob('adapter_model.safetensors'))  # the other way does write
+        assert greedy(eng, prompts) == mem
+    finally: eng.adapter_via = 'memory'
+    eng.drain_phases()
+
 def test_logprobs_match_the_trainer(eng, tiny_path, prompts):
     "vLLM's processed logprobs (temperature applied) equal the training model's: what TRL's IS correction compares."
     pm = lora_model(tiny_path, seed=2)
