@@ -13,7 +13,9 @@ Setup, the same for both ways:
   almost never sample the end token, so completions run to 256), LoRA r16 alpha 32 on all linear layers, lr 1e-5,
   beta 0, `gpu_memory_utilization=0.3`, `max_model_len=512`; reward = ftnb's length_penalty (cheap: not what is measured).
 - Ways: `trl` = GRPOTrainer(use_vllm=True, vllm_mode='colocate', vllm_enable_sleep_mode=True) at TRL's defaults
-  (gradient checkpointing on, sleep level 2, merge-and-push sync); `ftnb` = ftnb.grpo.train at ftnb's defaults.
+  (gradient checkpointing on, sleep level 2, merge-and-push sync); `ftnb` = ftnb.grpo.train at ftnb's defaults;
+  with `--shared` also `ftnb_shared` = ftnb with method.sync='shared' (one copy of the base weights, used by the trainer
+  and vLLM; the adapter handed over from memory; sleep frees only the KV cache), the three in rotated order per rep.
 - Each run is its own process. The ways are interleaved with the order flipped in every other pair (ftnb trl, trl ftnb,
   ftnb trl, ...), since the way run second in a call was up to 40% slower on the H200; the ratio is taken per pair.
 
@@ -40,6 +42,7 @@ SIZES = {  # the exact Qwen2.5 configs (config.json of Qwen/Qwen2.5-{0.5B,1.5B,3
 }
 SPECIAL = {151643: '<|endoftext|>', 151644: '<|im_start|>', 151645: '<|im_end|>'}
 PROMPT_TOKENS, COMPLETION_TOKENS, N_GEN, BATCH = 128, 256, 8, 32
+WAYS = ('ftnb', 'trl', 'ftnb_shared')  # with --shared: each rep starts one way later (A B C, B C A, C A B)
 WORK = Path(os.environ.get('FTNB_BENCH_DIR', '/tmp/ftnb-bench'))
 
 def tokenizer(n:int=VOCAB):
@@ -135,7 +138,7 @@ def run_way(size:str, way:str, steps:int, cpu:bool=False) -> dict:
     path, data = build(size), prompts_file()
     comp, n_gen, batch = (8, 2, 4) if cpu else (COMPLETION_TOKENS, N_GEN, BATCH)
     probe = Probe()
-    if way == 'ftnb':
+    if way in ('ftnb', 'ftnb_shared'):
         from ftnb.config import RunConfig
         from ftnb import train
         cfg = RunConfig.model_validate({'model': {'name_or_path': str(path), 'dtype': 'float32' if cpu else 'bfloat16'},
@@ -143,7 +146,8 @@ def run_way(size:str, way:str, steps:int, cpu:bool=False) -> dict:
             'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
             'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 300}], 'num_generations': n_gen,
                        'max_completion_length': comp, 'beta': 0.0, 'engine': 'hf' if cpu else 'vllm',
-                       'gpu_memory_utilization': 0.3, 'max_model_len': 512},
+                       'gpu_memory_utilization': 0.3, 'max_model_len': 512,
+                       **({'sync': 'shared', 'sleep_level': 1} if way == 'ftnb_shared' else {})},
             'train': {'output_dir': str(WORK/'runs'), 'run_name': f'ftnb-{size}-{os.getpid()}', 'max_steps': steps, 'batch_size': batch,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
         res = train(cfg, callbacks=[probe.callback])
@@ -228,6 +232,12 @@ def summarize(runs:list[dict]) -> list[dict]:
                         pair_ratios=[round(p['ftnb']['sec_per_step'] / p['trl']['sec_per_step'], 3) for p in full],
                         ftnb_peak_gib=get('ftnb', 'smi_peak_gib'), trl_peak_gib=get('trl', 'smi_peak_gib'),
                         ftnb_min_gib=None, trl_min_gib=None))
+        sh = [p for p in pairs.values() if {'ftnb_shared', 'trl'} <= p.keys()]
+        if sh:  # method.sync='shared' (one copy of the base weights, adapter from memory, KV-only sleep), against TRL in the same rep
+            out[-1].update(shared_reps=len(sh), ftnb_shared_s_per_step=med([p['ftnb_shared']['sec_per_step'] for p in sh]),
+                           shared_ratio=med([p['ftnb_shared']['sec_per_step'] / p['trl']['sec_per_step'] for p in sh]),
+                           shared_rep_ratios=[round(p['ftnb_shared']['sec_per_step'] / p['trl']['sec_per_step'], 3) for p in sh],
+                           ftnb_shared_peak_gib=med([p['ftnb_shared']['smi_peak_gib'] for p in sh]))
     return out
 
 def main():
@@ -237,6 +247,7 @@ def main():
     ap.add_argument('--budget', type=float, default=560, help='seconds: start no new pair after this')
     ap.add_argument('--run-timeout', type=float, default=240); ap.add_argument('--cpu', action='store_true')
     ap.add_argument('--one', help='size:way, run in this process (internal)')
+    ap.add_argument('--shared', action='store_true', help="also the way 'ftnb_shared' (method.sync='shared'); the order rotates each rep")
     a = ap.parse_args()
     if a.one:
         size, way = a.one.split(':')
@@ -246,7 +257,7 @@ def main():
                    min_gib_note='memory-fit mode (smallest device memory in which 5 steps complete) not built yet: ftnb_min_gib / trl_min_gib are null')
     for size in a.sizes.split(','):
         for i in range(a.pairs):
-            order = ('ftnb', 'trl') if i % 2 == 0 else ('trl', 'ftnb')
+            order = WAYS[i % len(WAYS):] + WAYS[:i % len(WAYS)] if a.shared else (('ftnb', 'trl') if i % 2 == 0 else ('trl', 'ftnb'))
             if time.time() - t_start > a.budget:
                 results['not_made'].append(dict(size=size, pair=i, why=f'over the call budget of {a.budget:.0f} s')); continue
             for way in order:

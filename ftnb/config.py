@@ -139,7 +139,7 @@ class MethodCfg(Part):
     engine: Literal['auto','vllm','hf'] = F('auto', "GRPO: generation engine. auto = vLLM colocated on a GPU when installed, else HF generate.")
     gpu_memory_utilization: float = F(0.3, "GRPO: share of GPU memory the vLLM engine may take.", gt=0, lt=1)
     sleep_level: Literal[0, 1, 2] = F(2, "GRPO: vLLM sleep while training: 0 = never, 1 = offload weights to CPU, 2 = drop weights (the next sync sends them again from the trainer: no CPU copy, TRL's choice).")
-    sync: Literal['auto','merge','adapter'] = F('auto', "GRPO with an adapter: how the weights reach vLLM each step. merge = the adapter merged into a copy of the base weights (the trainer's weights are not touched); adapter = vLLM's LoRA kernels; auto = merge, or adapter on a quantized base.")
+    sync: Literal['auto','merge','adapter','shared'] = F('auto', "GRPO with an adapter: how the weights reach vLLM each step. merge = the adapter merged into a copy of the base weights (the trainer's weights are not touched); adapter = vLLM's LoRA kernels; shared = vLLM's LoRA kernels, and one copy of the base weights on the GPU, used by the trainer and vLLM (CUDA, LoRA on an unquantized base; sleep then frees only the KV cache); auto = merge, or adapter on a quantized base.")
     max_model_len: int = F(1024, "GRPO: the engine's longest sequence (prompt + completion) in tokens.", ge=16)
     old_logprobs: Literal['auto','forward'] = F('auto', "GRPO: where the old-policy log-probs for vLLM's importance-sampling correction come from. auto = on-policy (one generation per optimizer step, TRL's num_iterations 1) from the loss forward, detached, which saves one forward pass per step; off-policy, and with 'forward', from a separate forward after generation (TRL's way).")
 
@@ -252,9 +252,11 @@ def _checks(c) -> None:
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:
         b = c.train.batch_size * c.train.grad_accum
         raise ConfigError('train.batch_size', c.train.batch_size, f"make batch_size x grad_accum ({b}) a multiple of method.num_generations ({c.method.num_generations}), e.g. batch_size={c.method.num_generations}", "GRPO needs whole groups of completions in each batch")
-    if c.method.name == 'grpo' and c.method.sync == 'adapter' and (a.method in ('full', 'dora') or a.modules_to_save):
+    if c.method.name == 'grpo' and c.method.sync in ('adapter', 'shared') and (a.method in ('full', 'dora') or a.modules_to_save):
         what = 'full fine-tuning has no adapter' if a.method == 'full' else "vLLM's LoRA loader takes plain LoRA only (no DoRA, no modules_to_save)"
-        raise ConfigError('method.sync', 'adapter', "use 'auto' or 'merge'", what)
+        raise ConfigError('method.sync', c.method.sync, "use 'auto' or 'merge'", what)
+    if c.method.name == 'grpo' and c.method.sync == 'shared' and a.method in QUANTIZED:
+        raise ConfigError('method.sync', 'shared', "use 'auto' or 'adapter'", f"{a.method} keeps the base weights quantized, in a layout vLLM does not share")
     if c.method.name == 'grpo' and c.method.sync == 'merge' and a.method in QUANTIZED:
         raise ConfigError('method.sync', 'merge', "use 'auto' or 'adapter'", f"{a.method} keeps the base weights quantized, and an adapter cannot be merged into them")
     if 'lm_head' in a.target_modules and 'all-linear' in a.target_modules:  # fms-hf-tuning's documented rule, see check_targets

