@@ -629,9 +629,18 @@ def shared_views(vmodel:nn.Module, # vLLM's model (fused qkv_proj / gate_up_proj
         if (t.dtype, t.device, t.shape[1:]) != (p.dtype, p.device, p.shape[1:]) or t.shape[0] < off + p.shape[0]:
             raise ValueError(f'{n} is {p.dtype} {tuple(p.shape)} on {p.device}; vLLM\'s {vn} is {t.dtype} {tuple(t.shape)} on {t.device}')
         v = t.detach().narrow(0, off, p.shape[0])
+        if v.is_inference(): v = _alias(v)  # autograd refuses to save inference tensors for backward
         if not torch.equal(v, p.detach()): raise ValueError(f"{n} differs from rows {off}..{off + p.shape[0]} of vLLM's {vn}")
         out[n] = v
     return out
+
+def _alias(t:torch.Tensor)->torch.Tensor:
+    "A normal tensor over the memory of inference tensor `t` (same storage, offset, shape and strides)."
+    with torch.inference_mode(False):
+        a = torch.empty(0, dtype=t.dtype, device=t.device)
+        a.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+    if a.is_inference() or a.data_ptr() != t.data_ptr(): raise ValueError("vLLM's weights are inference tensors, which autograd cannot use")
+    return a
 
 def _kv_only_sleep():
     "A vLLM sleep-mode backend whose sleep frees everything but the weights (the trainer reads them), whatever the level."
