@@ -247,6 +247,7 @@ def main():
     ap.add_argument('--budget', type=float, default=560, help='seconds: start no new pair after this')
     ap.add_argument('--run-timeout', type=float, default=240); ap.add_argument('--cpu', action='store_true')
     ap.add_argument('--one', help='size:way, run in this process (internal)')
+    ap.add_argument('--first-rep', type=int, default=0, help='index of the first rep (to continue a series in another call)')
     ap.add_argument('--shared', action='store_true', help="also the way 'ftnb_shared' (method.sync='shared'); the order rotates each rep")
     a = ap.parse_args()
     if a.one:
@@ -256,7 +257,7 @@ def main():
     results = dict(meta=meta(), runs=[], not_made=[],
                    min_gib_note='memory-fit mode (smallest device memory in which 5 steps complete) not built yet: ftnb_min_gib / trl_min_gib are null')
     for size in a.sizes.split(','):
-        for i in range(a.pairs):
+        for i in range(a.first_rep, a.first_rep + a.pairs):
             order = WAYS[i % len(WAYS):] + WAYS[:i % len(WAYS)] if a.shared else (('ftnb', 'trl') if i % 2 == 0 else ('trl', 'ftnb'))
             if time.time() - t_start > a.budget:
                 results['not_made'].append(dict(size=size, pair=i, why=f'over the call budget of {a.budget:.0f} s')); continue
