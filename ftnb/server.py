@@ -61,7 +61,7 @@ def serve_command(cfg:RunConfig)->tuple[list[str], dict]:
     "(argv, extra environment) that start a vLLM server for `cfg`, as TRL's `trl vllm-serve` builds it, on method.server_gpu."
     from trl.scripts.vllm_serve import ScriptArguments, build_command
     m, u = cfg.method, urlparse(cfg.method.server_url)
-    args = ScriptArguments(model=models.resolve(cfg.model.name_or_path), revision=cfg.model.revision, host=u.hostname, port=u.port,
+    args = ScriptArguments(model=str(models.resolve(cfg.model.name_or_path)), revision=cfg.model.revision, host=u.hostname, port=u.port,
                            gpu_memory_utilization=m.gpu_memory_utilization, dtype=_dtype(cfg), max_model_len=serve_len(cfg),
                            trust_remote_code=cfg.model.trust_remote_code, log_level='warning')
     r = lora_serving(cfg)
@@ -129,7 +129,7 @@ def check_server(url:str,           # method.server_url
                  timeout:float=0.0, # seconds to wait for an answer (method.server_timeout)
                 )->dict:
     "The server's model card, after checking that it answers, serves `model` and has `max_model_len`; else a ConfigError."
-    url = url.rstrip('/')
+    url, model = url.rstrip('/'), str(model)
     try: wait_server(url, timeout=timeout)
     except ConfigError: raise ConfigError('method.server_url', url, "start the server first: ftnb serve CONFIG.yaml (it serves this config's model at this address), "
                                           'or raise method.server_timeout if it is still starting', f'no vLLM server answered at {url}/health within {timeout:g} s') from None
@@ -262,7 +262,7 @@ def server_engine(cfg:RunConfig)->ServerEngine:
     "The engine for a GRPO run with method.engine='server': the checked server at method.server_url."
     if not vllm_available(): raise ConfigError('method.engine', 'server', "pip install 'ftnb[vllm]' (TRL's server client needs vLLM)", 'vLLM is not installed')
     m = cfg.method
-    return ServerEngine(m.server_url, models.resolve(cfg.model.name_or_path), serve_len(cfg), m.server_timeout, m.server_gpu == m.trainer_gpu)
+    return ServerEngine(m.server_url, str(models.resolve(cfg.model.name_or_path)), serve_len(cfg), m.server_timeout, m.server_gpu == m.trainer_gpu)
 
 def use_trainer_gpu(cfg:RunConfig):
     "Show this process only method.trainer_gpu (CUDA_VISIBLE_DEVICES), before CUDA starts; a ConfigError once CUDA runs on several GPUs."
