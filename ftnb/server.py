@@ -21,7 +21,7 @@ from .engine import VLLM_LORA_RANKS, Completions, Engine, _tmpfs, hf_weights, me
 
 # %% auto #0
 __all__ = ['serve_len', 'lora_serving', 'gpu_env', 'serve_command', 'start_server', 'log_tail', 'stop_server', 'wait_server',
-           'check_server', 'ServerEngine', 'server_engine', 'use_trainer_gpu']
+           'serve', 'check_server', 'ServerEngine', 'server_engine', 'use_trainer_gpu']
 
 # %% ../nbs/09b_server.ipynb #8a13fa20
 def serve_len(cfg:RunConfig)->int:
@@ -76,12 +76,13 @@ def serve_command(cfg:RunConfig)->tuple[list[str], dict]:
     return cmd, env
 
 # %% ../nbs/09b_server.ipynb #2e8e7de4
-def start_server(cfg:RunConfig, log:str|Path)->subprocess.Popen:
-    "Start a vLLM server for `cfg` (see serve_command), its output going to the file `log`."
+def start_server(cfg:RunConfig, log:str|Path|None=None)->subprocess.Popen:
+    "Start a vLLM server for `cfg` (see serve_command), its output going to the file `log` (None: to this process's output)."
     if not vllm_available(): raise ConfigError('method.engine', 'server', "pip install 'ftnb[vllm]' on the machine of the server", 'vLLM is not installed')
     cmd, env = serve_command(cfg)
-    with open(log, 'ab') as f:
-        return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log, 'ab') if log else nullcontext() as f:
+        return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT if f else None,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 def log_tail(log:str|Path, n:int=40)->str:
     "The last `n` lines of the server's log."
@@ -114,6 +115,26 @@ def wait_server(url:str, proc:subprocess.Popen|None=None, timeout:float=240.0, l
             raise ConfigError('method.server_timeout', timeout, 'raise it if the server is still starting (a large model takes minutes), or read the log',
                               f'no vLLM server answered at {url}/health within {timeout:g} s{tail}')
         time.sleep(1.0)
+
+# %% ../nbs/09b_server.ipynb #77162aa3
+def serve(cfg:RunConfig,         # a GRPO config with method.engine='server'
+          log:str|Path|None=None, # file for the server's output (None: this terminal)
+         )->int:
+    "Start the vLLM server of `cfg` on method.server_gpu, print its URL when it answers, and keep it until interrupted."
+    m = cfg.method
+    if m.name != 'grpo' or m.engine != 'server':
+        raise ConfigError('method.engine', m.engine, "set method.name='grpo' and method.engine='server' (--set method.engine=server)",
+                          'ftnb serve starts the server that a GRPO run with a server generates through')
+    proc = start_server(cfg, log)
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop the server on SIGTERM too
+    try:
+        wait_server(m.server_url, proc, m.server_timeout, log)
+        gpu = gpu_env(m.server_gpu).get('CUDA_VISIBLE_DEVICES', 'none (CPU)')
+        print(f'ftnb serve: {models.resolve(cfg.model.name_or_path)} at {m.server_url} on GPU {gpu} (max_model_len {serve_len(cfg)}, '
+              f"LoRA rank {lora_serving(cfg) or 'off'}); Ctrl-C stops it", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt: return 0
+    finally: stop_server(proc)
 
 # %% ../nbs/09b_server.ipynb #20c0559a
 def _same_model(want:str, card:dict)->bool:
