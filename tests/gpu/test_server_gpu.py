@@ -9,7 +9,7 @@ Run on the GPU machine (vllm 0.26.0 and trl installed, PYTHONPATH=/tmp/site:<rep
     pytest tests/gpu/test_server_gpu.py -x -q -s
 (not marked `gpu`: pyproject's addopts deselect that mark; it skips itself without CUDA. Without pytest-xdist there,
 add `-o addopts=""`, as `-n 2` is in addopts; with xdist, `-s` output is lost: read $OUT/server_gpu.json.)"""
-import json, os, socket, sys, time
+import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -39,9 +39,12 @@ def test_ten_grpo_steps_with_the_server_on_the_same_gpu(tmp_path):
                    'server_gpu': 0, 'trainer_gpu': 0, 'gpu_memory_utilization': 0.3, 'max_model_len': 256, 'server_timeout': 60},
         'train': {'output_dir': str(tmp_path), 'run_name': 'server', 'max_steps': STEPS, 'batch_size': 16, 'lr': 1e-5,
                   'logging_steps': 1, 'save_steps': 100_000}})
+    from ftnb.config import save
     log = tmp_path/'server.log'
     out = {'gpu': torch.cuda.get_device_name(0), 'steps': STEPS}
-    proc = S.start_server(cfg, log)
+    # `ftnb serve CONFIG.yaml`, as a user starts it: the server on method.server_gpu, with the run's settings
+    proc = subprocess.Popen([sys.executable, '-c', 'from ftnb.cli import main; main()', 'serve', str(save(cfg, tmp_path/'cfg.yaml')), '--log', str(log)],
+                            env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')])})
     try:
         t0 = time.time()
         S.wait_server(cfg.method.server_url, proc, START_S, log)
@@ -72,6 +75,14 @@ def test_ten_grpo_steps_with_the_server_on_the_same_gpu(tmp_path):
         print("the server's log ends:\n" + S.log_tail(log, 120), flush=True)
         raise
     finally:
-        S.stop_server(proc)
+        if proc.poll() is None:  # SIGTERM: ftnb serve stops the server and its engine process on its way out
+            proc.send_signal(signal.SIGTERM)
+            try: proc.wait(90)
+            except subprocess.TimeoutExpired: proc.kill()
+        if S._health(cfg.method.server_url):  # last resort: the server's own process group, by the pid vLLM logs
+            import re
+            for pid in set(re.findall(r'APIServer pid=(\d+)', S.log_tail(log, 10_000))):
+                try: os.killpg(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError): pass
         if os.environ.get('OUT'): Path(os.environ['OUT'], 'server_gpu.json').write_text(json.dumps(out, indent=1))
-    assert proc.poll() is not None  # the server and its engine process are gone
+    assert proc.returncode == 0 and not S._health(cfg.method.server_url)  # ftnb serve ended cleanly, and the server with it
