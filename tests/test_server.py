@@ -105,6 +105,24 @@ def test_config_checks_the_server_fields():
     RunConfig(method=MethodCfg(name='grpo', engine='server', server_gpu=1), adapter={'method': 'full'}, train={'lr': 1e-5})  # two GPUs: fine
     RunConfig(method=MethodCfg(name='sft', engine='server', server_url='nonsense'))  # SFT never reads the server fields
 
+def test_gpu_choice(monkeypatch):
+    "server_gpu and trainer_gpu count among the GPUs this process sees, and reach CUDA_VISIBLE_DEVICES (simulated: no GPU here)."
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
+    assert S.gpu_env(1) == {'CUDA_VISIBLE_DEVICES': '3'}
+    with pytest.raises(ConfigError, match='shows 2 GPU'): S.gpu_env(2)
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
+    assert S.gpu_env(0) == {'CUDA_VISIBLE_DEVICES': '0'}
+    cfg = RunConfig(method=MethodCfg(name='grpo', engine='server', server_gpu=1, trainer_gpu=0))
+    assert S.serve_command(cfg)[1]['CUDA_VISIBLE_DEVICES'] == '1'
+    monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: False)
+    S.use_trainer_gpu(cfg)  # before CUDA starts: the trainer sees its GPU only
+    assert __import__('os').environ['CUDA_VISIBLE_DEVICES'] == '0'
+    monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: True)
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES')
+    with pytest.raises(ConfigError, match='CUDA already started'): S.use_trainer_gpu(cfg)
+
 def test_whole_weights_need_two_gpus_and_cuda():
     "A model that cannot sync as an adapter: on one GPU NCCL cannot send it, and without CUDA TRL's sync cannot run."
     from transformers import AutoModelForCausalLM
