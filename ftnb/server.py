@@ -117,6 +117,8 @@ def wait_server(url:str, proc:subprocess.Popen|None=None, timeout:float=240.0, l
         time.sleep(1.0)
 
 # %% ../nbs/09b_server.ipynb #77162aa3
+def _interrupt(*a): raise KeyboardInterrupt
+
 def serve(cfg:RunConfig,         # a GRPO config with method.engine='server'
           log:str|Path|None=None, # file for the server's output (None: this terminal)
          )->int:
@@ -125,8 +127,10 @@ def serve(cfg:RunConfig,         # a GRPO config with method.engine='server'
     if m.name != 'grpo' or m.engine != 'server':
         raise ConfigError('method.engine', m.engine, "set method.name='grpo' and method.engine='server' (--set method.engine=server)",
                           'ftnb serve starts the server that a GRPO run with a server generates through')
+    if _health(m.server_url):  # its answers would pass for the new server's, which would then fail to take the port
+        raise ConfigError('method.server_url', m.server_url, 'stop the server that listens there, or choose another port', 'a server already answers at this address')
     proc = start_server(cfg, log)
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop the server on SIGTERM too
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the server too, as Ctrl-C does
     try:
         wait_server(m.server_url, proc, m.server_timeout, log)
         gpu = gpu_env(m.server_gpu).get('CUDA_VISIBLE_DEVICES', 'none (CPU)')
