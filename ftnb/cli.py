@@ -1,4 +1,4 @@
-"""The `ftnb` command: `train`, `demo`, `config`, `report` and `export`, calling the same functions as the notebook.
+"""The `ftnb` command: `train`, `serve`, `demo`, `config`, `report` and `export`, calling the same functions as the notebook.
 
 Docs: https://ftnb.github.io/ftnb/cli.html.md"""
 
@@ -47,6 +47,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a field (repeatable)')
     r = sub.add_parser('report', help='write RUN/report.html from a run folder')
     r.add_argument('run', help='a run folder')
+    s = sub.add_parser('serve', help="start the vLLM server of a GRPO config with method.engine='server' (its model, max length, "
+                       'GPU share and LoRA rank) on method.server_gpu, and print its address; Ctrl-C stops it')
+    s.add_argument('config', help='YAML or JSON config of the GRPO run that will generate through the server')
+    s.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a field, e.g. method.server_gpu=1 (repeatable)')
+    s.add_argument('--log', help="file for the server's output (default: this terminal)")
     e = sub.add_parser('export', help="write a run's adapter alone (PEFT, vLLM), or the model with it merged in, shard by shard")
     e.add_argument('run', help='a run folder (it holds final/ or a checkpoint)')
     e.add_argument('--merged', action='store_true', help='merge the adapter into the base weights (a QLoRA base is dequantised first)')
@@ -78,6 +83,9 @@ def run(argv:list[str]|None=None) -> int:
         if a.method == 'grpo': from ftnb.grpo_demo import run_grpo_demo as run_demo
         else: from ftnb.demo import run_demo
         run_demo(a.out)
+    elif a.cmd == 'serve':
+        from ftnb.server import serve
+        return serve(_load(a.config, a.set), a.log)
     elif a.cmd == 'report':
         from ftnb.viz import write_report
         if not Path(a.run, 'metrics.jsonl').exists():

@@ -7,6 +7,7 @@ Docs: https://ftnb.github.io/ftnb/config.html.md"""
 # %% ../nbs/00_config.ipynb #a5b8ffad
 from __future__ import annotations
 import difflib, json, warnings
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -136,7 +137,15 @@ class MethodCfg(Part):
     epsilon_high: float|None = F(None, "GRPO: upper clipping range of the policy ratio (DAPO's clip-higher, e.g. 0.28: lets unlikely tokens that earn reward grow faster); None = epsilon.", gt=0)
     loss_type: Literal['grpo','dr_grpo','dapo','bnpo'] = F('dapo', "GRPO: how token losses are normalised (TRL's loss_type).")
     scale_rewards: Literal['group','batch','none'] = F('group', "GRPO: divide advantages by the reward std of the group, the batch, or not at all.")
-    engine: Literal['auto','vllm','hf'] = F('auto', "GRPO: generation engine. auto = vLLM colocated on a GPU when installed, else HF generate.")
+    engine: Literal['auto','vllm','hf','server'] = F('auto', "GRPO: generation engine. auto = vLLM colocated on a GPU when installed, else HF generate; "
+        "server = a vLLM server process at method.server_url (start it with `ftnb serve CONFIG.yaml`), on method.server_gpu.")
+    server_url: str = F('http://127.0.0.1:8000', "GRPO with engine='server': the vLLM server's address, http://HOST:PORT. `ftnb serve` listens there; "
+        "the server must run on this machine (the adapter reaches it as a folder in RAM).")
+    server_gpu: int = F(0, "GRPO with engine='server': the GPU `ftnb serve` runs the server on. The same GPU as trainer_gpu: each takes its share "
+        "(the server method.gpu_memory_utilization), and the weights sync as a LoRA adapter only.", ge=0)
+    trainer_gpu: int = F(0, "GRPO with engine='server': the GPU the trainer runs on (the only one it sees).", ge=0)
+    server_timeout: float = F(240.0, "GRPO with engine='server': seconds to wait for the server to answer before the run stops with an error "
+        "(and for `ftnb serve` to start it).", ge=0)
     gpu_memory_utilization: float = F(0.3, "GRPO: share of GPU memory the vLLM engine may take.", gt=0, lt=1)
     sleep_level: Literal[0, 1, 2] = F(2, "GRPO: vLLM sleep while training: 0 = never, 1 = offload weights to CPU, 2 = drop weights (the next sync sends them again from the trainer: no CPU copy, TRL's choice).")
     sync: Literal['auto','merge','adapter','shared'] = F('auto', "GRPO with an adapter: how the weights reach vLLM each step. merge = the adapter merged into a copy of the base weights (the trainer's weights are not touched); adapter = vLLM's LoRA kernels; shared = vLLM's LoRA kernels, and one copy of the base weights on the GPU, used by the trainer and vLLM (CUDA, LoRA on an unquantized base; sleep then frees only the KV cache); auto = merge, or adapter on a quantized base.")
@@ -215,6 +224,23 @@ def _check_split(c) -> None:
         raise ConfigError('data.too_long', 'split', "use 'truncate' or 'drop', or raise data.max_length",
                           f"only plain text can be cut into pieces: {what} cut in two would leave a piece without the prompt it answers")
 
+def _check_server(c) -> None:
+    "GRPO with engine='server': an http://HOST:PORT address, and weights that can reach a server on the trainer's own GPU."
+    m, a = c.method, c.adapter
+    if m.name != 'grpo' or m.engine != 'server': return
+    u = urlparse(m.server_url)
+    try: port = u.port
+    except ValueError: port = None
+    if u.scheme not in ('http', 'https') or not u.hostname or not port:
+        raise ConfigError('method.server_url', m.server_url, "write it as http://HOST:PORT, e.g. 'http://127.0.0.1:8000'", 'not an http address with a port')
+    if a.method == 'alora': raise ConfigError('method.engine', 'server', "use method.engine='hf'", 'vLLM has no activated-LoRA (aLoRA) support')
+    whole = a.method in ('full', 'dora') or a.modules_to_save or m.sync == 'merge'
+    if whole and m.server_gpu == m.trainer_gpu:
+        what = 'full fine-tuning' if a.method == 'full' else 'DoRA' if a.method == 'dora' else 'modules_to_save' if a.modules_to_save else "sync='merge'"
+        raise ConfigError('method.server_gpu', m.server_gpu, f"put the server on another GPU than method.trainer_gpu ({m.trainer_gpu}), or train a plain "
+                          "LoRA adapter (adapter.method='lora', no modules_to_save, method.sync 'auto'), which reaches the server as an adapter",
+                          f"with {what} the trainer sends whole weights, over NCCL (TRL's server path), and NCCL cannot join two ranks on one GPU")
+
 def _check_stop(m) -> None:
     "Stop strings are non-empty."
     if any(not s for s in m.stop):
@@ -247,6 +273,7 @@ def _checks(c) -> None:
         raise ConfigError('adapter.target_modules', [], "list layer names such as ['q_proj','v_proj'] or use ['all-linear']", "no layers to adapt")
     _check_split(c)
     _check_stop(c.method)
+    _check_server(c)
     if c.data.response_template and c.data.format in ('prompt_completion', 'messages'):
         raise ConfigError('data.response_template', c.data.response_template, "leave it empty: this format already marks what is trained", f"response_template applies to the text format, not {c.data.format}")
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:

@@ -16,6 +16,7 @@ from trl import GRPOConfig, GRPOTrainer
 from . import adapters, data, models, rewards as R
 from .config import ConfigError, DataCfg, DataError, MethodCfg, RunConfig
 from .engine import Engine, frozen_heap, get_engine, gpu_mem_gib, serve_trl
+from .server import check_server, serve_len, server_engine, use_trainer_gpu
 from .events import Bus, EventQueue, Log, Rollouts, Timeline
 from .runs import Run, RunResult, trainer_kwargs
 
@@ -332,8 +333,9 @@ class StepRecorder(TrainerCallback):
 
 # %% ../nbs/10_grpo.ipynb #d6c0c560
 def engine_for(cfg:RunConfig, model, tok)->Engine:
-    "The kernel's engine for GRPO on `model` as `cfg.method` says."
+    "The kernel's engine for GRPO on `model` as `cfg.method` says (a vLLM server's, for method.engine='server')."
     m = cfg.method
+    if m.engine == 'server': return server_engine(cfg)
     pos = getattr(model.config.get_text_config(), 'max_position_embeddings', None) or m.max_model_len
     return get_engine(model, m.engine, tokenizer=tok, sleep_level=m.sleep_level, sync=m.sync, max_model_len=min(m.max_model_len, pos),
                       gpu_memory_utilization=m.gpu_memory_utilization, max_num_seqs=cfg.train.batch_size * cfg.train.grad_accum,
@@ -358,12 +360,15 @@ def prepare(cfg:RunConfig):
                       'evaluates nothing during training. Fix: leave data.eval_path unset, or evaluate the final model yourself.', data.DataWarning)
     rows = fit_prompts(rows, tok, cfg.method, cfg.data.too_long, _max_positions(cfg.model), **cfg.data.chat_template_kwargs)
     check_rewards(funcs, rows)
+    m = cfg.method
+    if m.engine == 'server': check_server(m.server_url, str(models.resolve(cfg.model.name_or_path)), serve_len(cfg), m.server_timeout)  # before the run folder
     return tok, rows, funcs
 
 # %% ../nbs/10_grpo.ipynb #c12c5932
 def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None, callbacks=()) -> RunResult:
     "GRPO with TRL's GRPOTrainer fed by ftnb's engine, in a `Run`; events, rollouts and timeline go to the run folder and `queue`."
     tok, rows, funcs = prepare(cfg)
+    if cfg.method.engine == 'server': use_trainer_gpu(cfg)  # before CUDA starts
     with Run(cfg, queue, stop) as run:
         model = adapters.apply(models.load_model(cfg), cfg, tok)
         engine = engine_for(cfg, model, tok)
@@ -373,6 +378,9 @@ def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=N
             trainer = RolloutTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg), train_dataset=rows,
                                      processing_class=tok, callbacks=[*callbacks, guard, rec, *run.callbacks])  # guard before rec, which clears the rollout
         rec.trainer = guard.trainer = trainer
-        with frozen_heap(): res = run.fit(trainer)  # cheap gc in vLLM's sleep
+        try:
+            with frozen_heap(): res = run.fit(trainer)  # cheap gc in vLLM's sleep
+        finally:
+            if engine.kind == 'server': engine.shutdown()  # the adapter unloaded from the server; the server keeps running
         run.log(f'rollout log and timeline: {rec.ms_per_step:.1f} ms per step', step=res.step)
         return res

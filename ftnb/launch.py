@@ -33,8 +33,9 @@ def check_nproc(cfg:RunConfig, # the run's config
         raise ConfigError('accel.fsdp', True, 'turn accel.fsdp off on a CPU (the processes run DDP), or run on GPUs',
                           "accelerate applies FSDP2 on GPUs only, and this machine has none")
     if cfg.method.name == 'grpo':
-        raise ConfigError('nproc', nproc, 'train GRPO with nproc=1 (one GPU: the vLLM engine sleeps while the trainer runs)',
-                          "GRPO's vLLM engine lives in the one training process; generation on GPUs of its own (the vLLM server mode) is not in ftnb yet")
+        raise ConfigError('nproc', nproc, "train GRPO with nproc=1; to give generation a GPU of its own, set method.engine='server' "
+                          'and method.server_gpu, and start the server with ftnb serve CONFIG.yaml',
+                          'GRPO trains in one process: several trainer processes (with the colocated engine or a vLLM server) are not made in ftnb yet')
 
 # %% ../nbs/06c_launch.ipynb #7a5e91f2
 class ProcessFailed(FtnbError):

@@ -413,6 +413,7 @@ SHOW_IF = {  # field -> when it is shown, from the widgets' current values
     **{f'adapter.{n}': (lambda v: v['adapter.method'] != 'full') for n in _LORA},
     'adapter.alora_invocation': lambda v: v['adapter.method'] == 'alora',
     **{p: (lambda v: v['method.name'] == 'grpo') for p in field_paths() if p.startswith('method.') and p != 'method.name'},
+    **{f'method.{n}': (lambda v: v['method.name'] == 'grpo' and v['method.engine'] == 'server') for n in ('server_url', 'server_gpu', 'trainer_gpu', 'server_timeout')},
     **{p: (lambda v: v['accel.qat']) for p in field_paths() if p.startswith('accel.qat_')},
     **{p: (lambda v: v['accel.torch_compile']) for p in ('accel.compile_backend', 'accel.compile_mode')}}
 

@@ -35,6 +35,14 @@ REFUSED = {  # name -> config dict
     'split prompt_completion samples': {'data': {'too_long': 'split', 'format': 'prompt_completion'}},
     'split grpo prompts': {'data': {'too_long': 'split'}, 'method': GRPO},
     'empty stop string': {'method': {**GRPO, 'stop': ['', '</answer>']}},
+    'server url without a scheme': {'method': {**GRPO, 'engine': 'server', 'server_url': '127.0.0.1:8000'}},
+    'server url without a port': {'method': {**GRPO, 'engine': 'server', 'server_url': 'http://127.0.0.1'}},
+    'server url with a bad port': {'method': {**GRPO, 'engine': 'server', 'server_url': 'http://127.0.0.1:99999'}},
+    'server with alora': {'method': {**GRPO, 'engine': 'server'}, 'adapter': {'method': 'alora', 'alora_invocation': 'A:'}},
+    'server on the trainer gpu with full': {'method': {**GRPO, 'engine': 'server'}, 'adapter': {'method': 'full'}, 'train': {'lr': 1e-5}},
+    'server on the trainer gpu with dora': {'method': {**GRPO, 'engine': 'server', 'server_gpu': 1, 'trainer_gpu': 1}, 'adapter': {'method': 'dora'}},
+    'server on the trainer gpu with modules_to_save': {'method': {**GRPO, 'engine': 'server'}, 'adapter': {'modules_to_save': ['lm_head']}},
+    'server on the trainer gpu with merge sync': {'method': {**GRPO, 'engine': 'server', 'sync': 'merge'}},
 }
 ACCEPTED = [  # each one value away from a refusal above
     {'adapter': {'method': 'alora', 'alora_invocation': '<|im_start|>assistant'}},
@@ -52,6 +60,14 @@ ACCEPTED = [  # each one value away from a refusal above
     {'adapter': {'method': 'dora'}}, {'adapter': {'modules_to_save': ['lm_head']}},
     {'data': {'too_long': 'split', 'overlap': 63, 'max_length': 64}}, {'data': {'too_long': 'split'}},
     {'data': {'too_long': 'split', 'format': 'text'}}, {'method': {**GRPO, 'stop': [' ', '</answer>']}}, {'train': {'lr': 1e-2}}, {'adapter': {'method': 'full'}, 'train': {'lr': 1e-3}},
+    {'method': {**GRPO, 'engine': 'server', 'server_url': 'http://127.0.0.1:8000'}}, {'method': {**GRPO, 'engine': 'server', 'server_url': 'https://gpu-box:443'}},
+    {'method': {**GRPO, 'engine': 'vllm', 'server_url': '127.0.0.1:8000'}},  # the address is read only with engine='server'
+    {'method': {'name': 'sft', 'engine': 'server', 'server_url': 'nonsense'}, 'adapter': {'method': 'full'}, 'train': {'lr': 1e-5}},
+    {'method': {**GRPO, 'engine': 'server', 'server_gpu': 1}, 'adapter': {'method': 'full'}, 'train': {'lr': 1e-5}},
+    {'method': {**GRPO, 'engine': 'server', 'trainer_gpu': 1}, 'adapter': {'method': 'dora'}},
+    {'method': {**GRPO, 'engine': 'server', 'server_gpu': 1}, 'adapter': {'modules_to_save': ['lm_head']}},
+    {'method': {**GRPO, 'engine': 'server', 'sync': 'merge', 'server_gpu': 1}}, {'method': {**GRPO, 'engine': 'server', 'sync': 'adapter'}},
+    {'method': {**GRPO, 'engine': 'server'}, 'adapter': {'method': 'qlora'}},
 ]
 WARNED = {
     'lr above the adapter line': {'train': {'lr': 1.1e-2}},

@@ -81,6 +81,11 @@ def _rewards_none():
         'max_completion_length': 4, 'max_model_len': 64, 'rewards': [{'name': 'exact_answer'}]},
         'train': {'output_dir': 'runs', 'max_steps': 2, 'batch_size': 8}}))
 
+def _server_down():
+    "GRPO through a vLLM server that is not running (port 1: privileged, nothing listens there; no wait)."
+    return _train(C.RunConfig.model_validate({'method': {'name': 'grpo', 'engine': 'server', 'server_url': 'http://127.0.0.1:1', 'server_timeout': 0},
+                                              'train': {'output_dir': 'runs', 'max_steps': 1}}))
+
 def _cut_checkpoint():
     os.makedirs('runs/run/checkpoint-3'); return _train(C.RunConfig(train=C.TrainCfg(output_dir='runs', resume_from='latest')))
 
@@ -100,6 +105,8 @@ CASES = [
     ("`--set` without `=`", lambda: C.apply_sets(C.RunConfig(), ['adapter.r'])),
     ("response_template with chat data", lambda: C.RunConfig(data=C.DataCfg(format='messages', response_template='### Answer:'))),
     ("GRPO batch not divisible by num_generations", lambda: C.RunConfig(method=C.MethodCfg(name='grpo', num_generations=3))),
+    ("GRPO through a vLLM server that is not running", _server_down),
+    ("GRPO full fine-tuning with the vLLM server on the trainer's GPU", lambda: C.RunConfig(adapter=C.AdapterCfg(method='full'), train=C.TrainCfg(lr=1e-5), method=C.MethodCfg(name='grpo', engine='server'))),
     ("GRPO merging an adapter into 4-bit weights", lambda: C.RunConfig(adapter=C.AdapterCfg(method='qlora'), method=C.MethodCfg(name='grpo', sync='merge'))),
     ("an fms-hf-tuning config with prompt tuning", lambda: C.from_fms({'model_name_or_path': 'm', 'peft_method': 'pt'})),
     ("a data file that does not exist", lambda: _rows('missing.jsonl')),

@@ -34,6 +34,7 @@ ALONE = {'data.response_template': {'data': {'format': 'text', 'response_templat
          'method.num_generations': {'method': {'name': 'grpo', 'num_generations': 4}, 'train': {'batch_size': 8}},
          'train.batch_size': {'method': {'name': 'grpo', 'num_generations': 8}, 'train': {'batch_size': 16}},
          'method.sync': {'method': {'name': 'grpo', 'sync': 'merge'}},
+         'method.engine': {'method': {'name': 'grpo', 'engine': 'server'}},
          'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}}, 'accel.fsdp': {'accel': {'fsdp': True}},
          'data.overlap': {'data': {'format': 'text', 'too_long': 'split', 'overlap': 16}}}
 
@@ -44,6 +45,7 @@ CANNOT_CHANGE_ALONE = {
     'method.num_generations': 'GRPO needs batch_size x grad_accum to be a multiple of it',
     'train.batch_size': 'the same GRPO group check, from the batch side',
     'method.sync': "'adapter' needs plain LoRA, and the walk chose another adapter method",
+    'method.engine': "'server' on the trainer's GPU takes a plain LoRA adapter only, and the walk chose modules_to_save",
     'accel.fp8': 'FP8 cannot be combined with the gptq_lora the walk chose',
     'accel.qat': 'QAT cannot be combined with the gptq_lora the walk chose',
     'accel.fsdp': 'FSDP2 cannot shard the gptq_lora weights the walk chose',
