@@ -234,6 +234,8 @@ def _check_server(c) -> None:
     if u.scheme not in ('http', 'https') or not u.hostname or not port:
         raise ConfigError('method.server_url', m.server_url, "write it as http://HOST:PORT, e.g. 'http://127.0.0.1:8000'", 'not an http address with a port')
     if a.method == 'alora': raise ConfigError('method.engine', 'server', "use method.engine='hf'", 'vLLM has no activated-LoRA (aLoRA) support')
+    if m.sync == 'shared': raise ConfigError('method.sync', 'shared', "use 'auto' or 'adapter' with method.engine='server', or method.engine='vllm'",
+                                             "sharing the base weights needs vLLM in the trainer's process (colocated)")
     whole = a.method in ('full', 'dora') or a.modules_to_save or m.sync == 'merge'
     if whole and m.server_gpu == m.trainer_gpu:
         what = 'full fine-tuning' if a.method == 'full' else 'DoRA' if a.method == 'dora' else 'modules_to_save' if a.modules_to_save else "sync='merge'"

@@ -43,6 +43,9 @@ REFUSED = {  # name -> config dict
     'server on the trainer gpu with dora': {'method': {**GRPO, 'engine': 'server', 'server_gpu': 1, 'trainer_gpu': 1}, 'adapter': {'method': 'dora'}},
     'server on the trainer gpu with modules_to_save': {'method': {**GRPO, 'engine': 'server'}, 'adapter': {'modules_to_save': ['lm_head']}},
     'server on the trainer gpu with merge sync': {'method': {**GRPO, 'engine': 'server', 'sync': 'merge'}},
+    'server with shared sync': {'method': {**GRPO, 'engine': 'server', 'sync': 'shared'}},
+    'shared sync with dora': {'method': {**GRPO, 'sync': 'shared'}, 'adapter': {'method': 'dora'}},
+    'shared sync with qlora': {'method': {**GRPO, 'sync': 'shared'}, 'adapter': {'method': 'qlora'}},
 }
 ACCEPTED = [  # each one value away from a refusal above
     {'adapter': {'method': 'alora', 'alora_invocation': '<|im_start|>assistant'}},
@@ -62,6 +65,7 @@ ACCEPTED = [  # each one value away from a refusal above
     {'data': {'too_long': 'split', 'format': 'text'}}, {'method': {**GRPO, 'stop': [' ', '</answer>']}}, {'train': {'lr': 1e-2}}, {'adapter': {'method': 'full'}, 'train': {'lr': 1e-3}},
     {'method': {**GRPO, 'engine': 'server', 'server_url': 'http://127.0.0.1:8000'}}, {'method': {**GRPO, 'engine': 'server', 'server_url': 'https://gpu-box:443'}},
     {'method': {**GRPO, 'engine': 'vllm', 'server_url': '127.0.0.1:8000'}},  # the address is read only with engine='server'
+    {'method': {**GRPO, 'engine': 'vllm', 'sync': 'shared'}},  # LoRA on an unquantized base, colocated: allowed
     {'method': {'name': 'sft', 'engine': 'server', 'server_url': 'nonsense'}, 'adapter': {'method': 'full'}, 'train': {'lr': 1e-5}},
     {'method': {**GRPO, 'engine': 'server', 'server_gpu': 1}, 'adapter': {'method': 'full'}, 'train': {'lr': 1e-5}},
     {'method': {**GRPO, 'engine': 'server', 'trainer_gpu': 1}, 'adapter': {'method': 'dora'}},
