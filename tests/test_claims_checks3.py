@@ -61,6 +61,10 @@ def test_shared_bench_rows_are_their_json():
         assert (float(t), float(x), float(g)) == (round(sps, 3), round(ratio, 3 if way != 'TRL colocate+sleep' else 2), round(peak, 2)), way
         assert p == (per if per == '-' else ', '.join(f'{v:.3f}' for v in per)), way
         if per != '-': assert round(statistics.median(per), 3) == round(ratio, 3), way  # "x TRL (median of reps)"
+    nb = flat(cell('09_engine.ipynb', 77))  # G38: "What it costs" quotes the same summary
+    assert (f"a step took {s['ftnb_shared_s_per_step']:.3f} s shared, {s['ftnb_s_per_step']:.3f} s merge, {s['trl_s_per_step']:.3f} s TRL "
+            f"({s['shared_ratio']:.3f}x and {s['ratio']:.3f}x TRL); device peak {s['ftnb_shared_peak_gib']:.2f} GiB shared, "
+            f"{s['ftnb_peak_gib']:.2f} merge, {s['trl_peak_gib']:.2f} TRL") in nb
 
 def test_shared_bench_prose_is_its_json():
     "B23, B25, B26: the setup, the rotation, the peaks against TRL and merge, the 5%, the generate and sync medians, what was not run."
