@@ -667,6 +667,8 @@ def _shares(self:VLLMEngine, model)->bool: return any(r() is model for r, _ in s
 
 def _share(self:VLLMEngine, model:PeftModel):
     "Make the frozen base weights of `model` views of vLLM's weights, and free the trainer's copy: one copy on the GPU."
+    w = self._worker()
+    if not hasattr(w, '_sleep_mode_backend'): raise ConfigError('method.sync', 'shared', "use 'adapter' or 'merge'", 'this vLLM has no pluggable sleep backend (vLLM >= 0.26)')
     self._unshare()                 # an earlier model gets its own copy back first
     self._push(hf_weights(model))   # vLLM's weights = this model's base (they may hold a merge or another model)
     try: views = shared_views(self._vmodel(), model, self._rename)
@@ -674,9 +676,7 @@ def _share(self:VLLMEngine, model:PeftModel):
     new = {id(p): nn.Parameter(views[n], requires_grad=False) for n, p in model.named_parameters() if n in views}
     _swap_params(model, new)
     self._shared.append((weakref.ref(model), {id(p): p for p in new.values()}))
-    w = self._worker()
-    if not hasattr(w, '_sleep_mode_backend'): raise ConfigError('method.sync', 'shared', "use 'adapter' or 'merge'", 'this vLLM has no pluggable sleep backend (vLLM >= 0.26)')
-    w._sleep_mode_backend = _kv_only_sleep()
+    w._sleep_mode_backend = _kv_only_sleep()  # from now on sleep keeps the weights the trainer reads
     gc.collect(); torch.cuda.empty_cache()
 
 def _swap_params(model:nn.Module, new:dict):
