@@ -6,7 +6,7 @@ Docs: https://ftnb.github.io/ftnb/grpo.html.md"""
 
 # %% ../nbs/10_grpo.ipynb #7fb0b31c
 from __future__ import annotations
-import inspect, json, math, threading, time, warnings
+import asyncio, inspect, json, math, threading, time, warnings
 from functools import partial
 
 import torch
@@ -17,13 +17,14 @@ from . import adapters, data, models, rewards as R
 from .config import ConfigError, DataCfg, DataError, MethodCfg, RunConfig
 from .engine import Engine, frozen_heap, get_engine, gpu_mem_gib, serve_trl
 from .server import check_server, serve_len, server_engine, use_trainer_gpu
-from .events import Bus, EventQueue, Log, Rollouts, Timeline
+from .events import Bus, EventQueue, Log, Metrics, Rollouts, Timeline
 from .runs import Run, RunResult, trainer_kwargs
 
 # %% auto #0
-__all__ = ['grpo_rows', 'prompt_lengths', 'check_lengths', 'fit_prompts', 'check_rewards', 'check_step_rewards', 'RewardGuard',
-           'RolloutConfig', 'grpo_args', 'RolloutTrainer', 'vllm_is_ratio', 'rollout_rows', 'StepRecorder',
-           'engine_for', 'prepare', 'train']
+__all__ = ['grpo_rows', 'prompt_ids', 'prompt_lengths', 'check_lengths', 'fit_prompts', 'reward_kwargs', 'as_completions',
+           'check_rewards', 'check_step_rewards', 'RewardGuard', 'RolloutConfig', 'grpo_args', 'RolloutTrainer',
+           'vllm_is_ratio', 'rollout_rows', 'StepRecorder', 'score_completions', 'HeldOutEval', 'engine_for', 'prepare',
+           'train']
 
 # %% ../nbs/10_grpo.ipynb #939b3f82
 def _prompt_answer(row:dict, i:int, cfg:DataCfg, fmt:str, src:str) -> dict:
@@ -38,27 +39,31 @@ def _prompt_answer(row:dict, i:int, cfg:DataCfg, fmt:str, src:str) -> dict:
         answer = R.text_of(c) if isinstance(c, (list, dict)) else c
     return {'prompt': prompt, **({} if 'answer' in row else {'answer': answer})}  # a dataset's own `answer` column wins
 
-def grpo_rows(cfg:DataCfg, # what to load; `max_samples` applies
+def grpo_rows(cfg:DataCfg, # what to load; `max_samples` applies to `cfg.path` only
+              path:str|None=None, # another source read with the same config, e.g. cfg.eval_path (not capped, as SFT's)
              ):
     "The dataset GRPO trains on: `prompt` (text or conversation), `answer` (the reference) and the source columns."
-    raw = data.load_rows(cfg)
-    if cfg.max_samples: raw = raw.select(range(min(cfg.max_samples, len(raw))))
+    raw = data.load_rows(cfg, path=path)
+    if cfg.max_samples and not path: raw = raw.select(range(min(cfg.max_samples, len(raw))))
     fmt = data.detect_format(raw, cfg)
     if fmt == 'text':
         raise ConfigError('data.format', 'text', "use a prompt_completion set (data.prompt_field) or a messages set",
                           'GRPO needs a prompt in each sample, and plain text has none')
-    with data._quiet(len(raw)): return raw.map(partial(_prompt_answer, cfg=cfg, fmt=fmt, src=cfg.path), with_indices=True)
+    with data._quiet(len(raw)): return raw.map(partial(_prompt_answer, cfg=cfg, fmt=fmt, src=path or cfg.path), with_indices=True)
 
 # %% ../nbs/10_grpo.ipynb #f509e531
-def prompt_lengths(rows, # from `grpo_rows`
-                   tok, **kw, # the chat template's switches (data.chat_template_kwargs)
-                  )->list[int]:
-    "Tokens in each prompt, tokenized as TRL's GRPOTrainer does."
+def prompt_ids(rows, # from `grpo_rows`
+               tok, **kw, # the chat template's switches (data.chat_template_kwargs)
+              )->list[list[int]]:
+    "The token ids of each prompt, tokenized as TRL's GRPOTrainer does."
     ps = list(rows['prompt'])
     if ps and isinstance(ps[0], list):
-        ids = tok.apply_chat_template(ps, add_generation_prompt=True, tokenize=True, return_dict=True, **kw)['input_ids']
-    else: ids = tok(text=ps)['input_ids']
-    return [len(x) for x in ids]
+        return tok.apply_chat_template(ps, add_generation_prompt=True, tokenize=True, return_dict=True, **kw)['input_ids']
+    return tok(text=ps)['input_ids']
+
+def prompt_lengths(rows, tok, **kw)->list[int]:
+    "Tokens in each prompt, tokenized as TRL's GRPOTrainer does."
+    return [len(x) for x in prompt_ids(rows, tok, **kw)]
 
 def check_lengths(lens:list[int], # from `prompt_lengths`
                   m:MethodCfg,
@@ -128,14 +133,23 @@ def fit_prompts(rows, # from `grpo_rows`
 # %% ../nbs/10_grpo.ipynb #3052b9a6
 def _noop(*a, **k): pass
 
+def reward_kwargs(b:dict, # a batch of rows as columns (`Dataset.to_dict()`)
+                  completion_ids:list|None=None, trainer_state=None)->dict:
+    "The keywords TRL passes a reward function for batch `b`: its columns, prompts, completion ids and no-op loggers."
+    kw = {k: v for k, v in b.items() if k not in ('prompt', 'completion', 'completion_ids')}  # TRL leaves these out too
+    ids = completion_ids if completion_ids is not None else [[] for _ in b['prompt']]
+    return {**kw, 'prompts': b['prompt'], 'completion_ids': ids, 'trainer_state': trainer_state, 'log_extra': _noop, 'log_metric': _noop}
+
+def as_completions(texts:list[str], prompts:list)->list:
+    "Completion texts as TRL hands them to reward functions: strings, or one assistant message for a conversation prompt."
+    return [[{'role': 'assistant', 'content': t}] for t in texts] if prompts and isinstance(prompts[0], list) else list(texts)
+
 def check_rewards(funcs:list, # from `rewards.combine`
                   rows, n:int=2):
     "Call each reward function as TRL will, on the first `n` rows, so that one that cannot run fails before training starts."
     b = rows.select(range(min(n, len(rows)))).to_dict()
-    refs = [str(a or '') for a in b.get('answer') or [''] * len(b['prompt'])]
-    comps = [[{'role': 'assistant', 'content': a}] for a in refs] if isinstance(b['prompt'][0], list) else refs
-    kw = {k: v for k, v in b.items() if k not in ('prompt', 'completion', 'completion_ids')}  # TRL leaves these out too
-    kw.update(prompts=b['prompt'], completion_ids=[[] for _ in comps], trainer_state=None, log_extra=_noop, log_metric=_noop)
+    comps = as_completions([str(a or '') for a in b.get('answer') or [''] * len(b['prompt'])], b['prompt'])
+    kw = reward_kwargs(b)
     for f in funcs:
         out = f(completions=comps, **kw)
         if inspect.iscoroutine(out): out.close()  # an async function runs only inside TRL's event loop: checked at its first call
@@ -331,6 +345,59 @@ class StepRecorder(TrainerCallback):
     @property
     def ms_per_step(self)->float: return 1000 * self.seconds / max(self.steps, 1)
 
+# %% ../nbs/10_grpo.ipynb #e7a1c0d2
+def score_completions(funcs:list, weights:list[float], # from `rewards.combine`
+                      rows, texts:list[str], # the rows scored, and one completion text per row
+                      completion_ids:list|None=None)->dict:
+    "Mean weighted reward (TRL's sum over the functions that scored, 0 where none did), each function's mean, and exact-match accuracy."
+    b = rows.to_dict()
+    comps, kw = as_completions(texts, b['prompt']), reward_kwargs(b, completion_ids)
+    per = {}
+    for f in funcs:
+        out = f(completions=comps, **kw)
+        if inspect.iscoroutine(out): out = asyncio.run(out)  # an async reward function, outside TRL's event loop
+        per[R.reward_name(f)] = [math.nan if _no_score(v) else float(v) for v in out]
+    tot = [sum(w * r[i] for w, r in zip(weights, per.values()) if not math.isnan(r[i])) for i in range(len(texts))]
+    mean = lambda xs: (sum(x for x in xs if not math.isnan(x)) / n) if (n := sum(not math.isnan(x) for x in xs)) else None
+    res = {'eval/reward': sum(tot) / max(len(tot), 1), **{f'eval/rewards/{k}': mean(v) for k, v in per.items()}}
+    if 'exact_answer' in per: res['eval/accuracy'] = mean(per['exact_answer'])  # 1.0 exact, 0.0 not: its mean is the accuracy
+    return res
+
+# %% ../nbs/10_grpo.ipynb #e7a1c0d4
+class HeldOutEval(TrainerCallback):
+    "Every `every` steps and at the end: greedy completions of the held-out `rows` with `engine`, scored, as a Metrics event on `bus`."
+    def __init__(self, bus:Bus, engine:Engine, rows, funcs:list, weights:list[float], tok, cfg:RunConfig,
+                 every:int|None=None, # train.eval_steps (None: at the end only)
+                 trainer:RolloutTrainer|None=None):
+        self.bus, self.engine, self.rows, self.funcs, self.weights, self.tok = bus, engine, rows, funcs, weights, tok
+        self.m, self.every, self.trainer, self.done = cfg.method, every, trainer, None
+        self.ids = prompt_ids(rows, tok, **cfg.data.chat_template_kwargs)
+    def on_step_end(self, args, state, control, **kw):
+        if self.every and state.global_step % self.every == 0: self.evaluate(state.global_step, state.epoch)
+    def on_train_end(self, args, state, control, **kw):
+        if self.done != state.global_step: self.evaluate(state.global_step, state.epoch)
+
+# %% ../nbs/10_grpo.ipynb #e7a1c0d5
+@torch.no_grad()
+def _evaluate(self:HeldOutEval, step:int, epoch:float|None=None)->dict:
+    "Score greedy completions of the held-out prompts with the model as it is now; emit and return the metrics."
+    model = self.trainer.model if self.trainer is not None else self.engine.model
+    n0, t0 = len(self.engine.phases), time.time()
+    self.engine.sync(model, self.m.sync)  # the step's weights (nothing to copy for the HF engine)
+    if self.trainer is not None: self.trainer._last_loaded_step = step  # TRL would sync the same weights again
+    out = self.engine.generate(self.ids, n=1, max_tokens=self.m.max_completion_length, temperature=0.0,
+                               **({'stop': list(self.m.stop)} if self.m.stop else {}))
+    self.engine.sleep()
+    ids = [o[0] for o in out]
+    texts = self.tok.batch_decode(ids, skip_special_tokens=True)  # as TRL decodes the training completions
+    vals = score_completions(self.funcs, self.weights, self.rows, texts, ids)
+    self.engine.phases[n0:] = [dict(name='eval', start=t0, end=time.time(), mem_gib=gpu_mem_gib())]  # one phase in the timeline
+    self.done = step
+    self.bus.emit(Metrics(step=step, epoch=epoch, values=vals))
+    return vals
+
+HeldOutEval.evaluate = _evaluate
+
 # %% ../nbs/10_grpo.ipynb #d6c0c560
 def engine_for(cfg:RunConfig, model, tok)->Engine:
     "The kernel's engine for GRPO on `model` as `cfg.method` says (a vLLM server's, for method.engine='server')."
@@ -348,36 +415,38 @@ def _max_positions(mcfg)->int|None:
     return getattr(c.get_text_config(), 'max_position_embeddings', None)
 
 def prepare(cfg:RunConfig):
-    "Everything checked before a GRPO run starts: (tokenizer, rows, reward functions)."
+    "Everything checked before a GRPO run starts: (tokenizer, rows, reward functions, held-out rows or None)."
     if cfg.method.name != 'grpo':
         raise ConfigError('method.name', cfg.method.name, "set method.name='grpo', or call ftnb.sft.train", 'ftnb.grpo.train runs GRPO only')
     cfg.check()
     funcs, _ = R.combine(cfg.method.rewards)
     tok = data.use_chat_template(models.load_tokenizer(cfg.model), cfg.data)
     rows = grpo_rows(cfg.data)
-    if cfg.data.eval_path:  # not built yet: a held-out evaluation during GRPO (issue 11); say so rather than ignore it
-        warnings.warn(f'data.eval_path={cfg.data.eval_path!r} is not used by GRPO: it trains on every prompt of data.path and '
-                      'evaluates nothing during training. Fix: leave data.eval_path unset, or evaluate the final model yourself.', data.DataWarning)
-    rows = fit_prompts(rows, tok, cfg.method, cfg.data.too_long, _max_positions(cfg.model), **cfg.data.chat_template_kwargs)
+    pos, kw = _max_positions(cfg.model), cfg.data.chat_template_kwargs
+    rows = fit_prompts(rows, tok, cfg.method, cfg.data.too_long, pos, **kw)
     check_rewards(funcs, rows)
+    ev = cfg.data.eval_path and fit_prompts(grpo_rows(cfg.data, cfg.data.eval_path), tok, cfg.method, cfg.data.too_long, pos, **kw)
+    if ev: check_rewards(funcs, ev)  # the held-out rows carry the columns the rewards read
     m = cfg.method
     if m.engine == 'server': check_server(m.server_url, str(models.resolve(cfg.model.name_or_path)), serve_len(cfg), m.server_timeout)  # before the run folder
-    return tok, rows, funcs
+    return tok, rows, funcs, ev or None
 
 # %% ../nbs/10_grpo.ipynb #c12c5932
 def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None, callbacks=()) -> RunResult:
     "GRPO with TRL's GRPOTrainer fed by ftnb's engine, in a `Run`; events, rollouts and timeline go to the run folder and `queue`."
-    tok, rows, funcs = prepare(cfg)
+    tok, rows, funcs, ev = prepare(cfg)
     if cfg.method.engine == 'server': use_trainer_gpu(cfg)  # before CUDA starts
     with Run(cfg, queue, stop) as run:
         model = adapters.apply(models.load_model(cfg), cfg, tok)
         engine = engine_for(cfg, model, tok)
-        run.log(f'{len(rows)} prompts, engine {engine.kind}, {adapters.trainable_summary(model)}')
+        run.log(f'{len(rows)} prompts' + (f', {len(ev)} held out' if ev else '') + f', engine {engine.kind}, {adapters.trainable_summary(model)}')
         rec, guard = StepRecorder(run.bus, engine), RewardGuard()
+        evals = [HeldOutEval(run.bus, engine, ev, funcs, R.combine(cfg.method.rewards)[1], tok, cfg, cfg.train.eval_steps)] if ev else []
         with serve_trl(engine, cfg.method.sync):
             trainer = RolloutTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg), train_dataset=rows,
-                                     processing_class=tok, callbacks=[*callbacks, guard, rec, *run.callbacks])  # guard before rec, which clears the rollout
+                                     processing_class=tok, callbacks=[*callbacks, guard, rec, *evals, *run.callbacks])  # guard before rec, which clears the rollout; eval after rec: its phase goes to the next step's timeline
         rec.trainer = guard.trainer = trainer
+        for e in evals: e.trainer = trainer
         try:
             with frozen_heap(): res = run.fit(trainer)  # cheap gc in vLLM's sleep
         finally:
