@@ -55,6 +55,7 @@ def test_rollouts_and_timeline_every_step(tmp_path):
     evs = q.drain()
     assert [e.step for e in evs if e.kind == 'Rollouts'] == [1, 2, 3, 4] and [e.step for e in evs if e.kind == 'Timeline'] == [1, 2, 3, 4]
     assert {'reward', 'rewards/exact_answer/mean', 'completions/mean_length'} <= set(read_jsonl(res.run_dir/'metrics.jsonl')[0])
+    assert not any(k.startswith('eval/') for r in read_jsonl(res.run_dir/'metrics.jsonl') for k in r)  # no data.eval_path: no held-out evaluation
     rec = next(c for c in res.trainer.callback_handler.callbacks if hasattr(c, 'ms_per_step'))
     step_s = sum(p['end'] - p['start'] for r in tl for p in r['phases']) / len(tl)
     print(f'recording: {rec.ms_per_step:.2f} ms per step, {100 * rec.ms_per_step / 1000 / step_s:.1f}% of a {step_s * 1000:.0f} ms step')
@@ -147,14 +148,48 @@ def test_demo_reward_climbs(tmp_path):
     assert r['after']['accuracy'] >= r['before']['accuracy'] + 0.05  # the prose says it rises: measured 45% -> 57%, and 45% -> 54%
     assert 0.3 <= r['before']['accuracy'] <= 0.6  # "almost half of the sums" after the SFT stage (measured 45%)
 
-def test_eval_path_is_not_silently_ignored(tmp_path):
-    "GRPO has no held-out evaluation yet: a data.eval_path gets a warning that names it, no warning without one."
-    import warnings
-    from ftnb.grpo import prepare
-    cfg = small(tmp_path); cfg.data.eval_path = 'toy:addition_test'
-    with pytest.warns(UserWarning, match="data.eval_path='toy:addition_test' is not used by GRPO"): prepare(cfg)
-    cfg.data.eval_path = None
-    with warnings.catch_warnings(): warnings.filterwarnings('error', message='.*eval_path'); prepare(cfg)
+def _greedy(model, tok, prompts:list[str], n:int) -> list[str]:
+    "Greedy completions of `prompts` with HF generate, one prompt at a time (no padding): the reference for the held-out eval."
+    was = model.training; model.eval()
+    try:
+        with torch.no_grad():
+            outs = [model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)[0, ids.shape[1]:]
+                    for ids in (tok(text=p, return_tensors='pt')['input_ids'].to(model.device) for p in prompts)]
+    finally: model.train(was)
+    return [tok.decode(o, skip_special_tokens=True) for o in outs]
+
+def _expected(texts:list[str], answers:list[str]) -> dict:
+    "eval/reward and eval/accuracy for `small`'s rewards (exact_answer + 0.5 numeric_answer tol 50), from the reward functions alone."
+    from ftnb.rewards import exact_answer, numeric_answer
+    ex, nu = exact_answer(texts, answer=answers), numeric_answer(texts, answer=answers, tol=50)
+    z = lambda v: 0.0 if v is None else v  # no score (a reference that is not a number): left out of the sum, as TRL's nansum
+    return {'eval/reward': sum(z(e) + 0.5 * z(u) for e, u in zip(ex, nu)) / len(texts), 'eval/accuracy': sum(ex) / len(ex), 'texts': texts}
+
+def test_heldout_eval_every_n_steps(tmp_path):
+    "data.eval_path: greedy completions of the held-out prompts every train.eval_steps steps and at the end, scored as a direct HF generate at that step scores."
+    import json
+    from ftnb.models import load_model, load_tokenizer
+    cfg = small(tmp_path, name='eval', max_steps=3, eval_steps=2)
+    tok, prompts = load_tokenizer(cfg.model), ['12+7=', '30+41=', '5+5=', '66+20=']
+    first = _greedy(load_model(cfg), tok, prompts, 4)  # the untrained model's answers: the references of the first two prompts
+    answers = [first[0].strip() or '0', first[1].strip() or '0', '10', '86']
+    f = tmp_path/'held.jsonl'
+    f.write_text(''.join(json.dumps({'prompt': p, 'completion': a}) + '\n' for p, a in zip(prompts, answers)))
+    cfg.data.eval_path = str(f)
+    seen = {}
+    class Direct(TrainerCallback):  # runs before ftnb's callbacks: the same weights as the evaluation's
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step == 2: seen[2] = _expected(_greedy(model, tok, prompts, 4), answers)
+        def on_train_end(self, args, state, control, model=None, **kw): seen[state.global_step] = _expected(_greedy(model, tok, prompts, 4), answers)
+    res = train(cfg, callbacks=[Direct()])
+    assert res.status == 'finished'
+    ev = [r for r in read_jsonl(res.run_dir/'metrics.jsonl') if 'eval/reward' in r]
+    assert [r['step'] for r in ev] == [2, 3]  # every 2 steps, and at the end
+    for r in ev:
+        assert r['eval/reward'] == pytest.approx(seen[r['step']]['eval/reward']) and r['eval/accuracy'] == pytest.approx(seen[r['step']]['eval/accuracy'])
+        assert {'eval/rewards/exact_answer', 'eval/rewards/numeric_answer'} <= set(r)
+    assert seen[2]['eval/accuracy'] > 0  # the first two references were the model's own greedy answers: some still match
+    assert 'eval' in {p['name'] for p in read_jsonl(res.run_dir/'timeline.jsonl')[-1]['phases']}  # step 2's evaluation, in the next step's timeline
 
 def test_generation_knobs_reach_trl_and_the_engine(tmp_path, monkeypatch):
     "method.stop/top_k/min_p/repetition_penalty reach the engine through TRL; epsilon_high reaches TRL's loss."
@@ -208,11 +243,11 @@ def test_long_prompts_dropped_or_truncated(tmp_path):
     long = [i for i, n in enumerate(lens) if n > 5]
     assert long == [1, 3, 5, 7]
     cfg.data.too_long = 'drop'
-    with pytest.warns(UserWarning, match=f'{len(long)} of {len(lens)} prompts are longer than 5 tokens.*dropped them'): _, rows, _ = prepare(cfg)
+    with pytest.warns(UserWarning, match=f'{len(long)} of {len(lens)} prompts are longer than 5 tokens.*dropped them'): _, rows, _, _ = prepare(cfg)
     assert list(rows['prompt']) == [p for i, p in enumerate(raw['prompt']) if i not in long]
     assert train(cfg).status == 'finished'
     cfg.data.too_long, cfg.train.run_name = 'truncate', 'truncate'
-    with pytest.warns(UserWarning, match='kept the end'): _, rows, _ = prepare(cfg)
+    with pytest.warns(UserWarning, match='kept the end'): _, rows, _, _ = prepare(cfg)
     assert len(rows) == len(raw) and max(prompt_lengths(rows, tok)) <= 5
     for i in long: assert raw['prompt'][i].endswith(rows['prompt'][i]) and len(rows['prompt'][i]) < len(raw['prompt'][i])
     assert rows['answer'] == raw['answer']  # the reference answers stay with their (cut) prompts
