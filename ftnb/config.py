@@ -100,8 +100,8 @@ class DataCfg(Part):
     overlap: int = F(0, "too_long='split' only: tokens each piece repeats from the end of the one before, as context (masked, so trained once).", ge=0)
     packing: bool = F(False, "Pack several samples into each max_length row (faster, no padding).")
     padding_free: bool = F(False, "Concatenate the batch into one row without padding (needs flash attention on GPU to pay off).")
-    eval_path: str|None = F(None, "Separate held-out dataset (same kinds of source as path). None = split off eval_fraction.")
-    eval_fraction: float = F(0.1, "Share of samples held out for evaluation when eval_path is not set (0 = none).", ge=0, lt=1)
+    eval_path: str|None = F(None, "Separate held-out dataset (same kinds of source as path). None = split off eval_fraction (SFT); GRPO evaluates only with this set.")
+    eval_fraction: float = F(0.1, "Share of samples held out for evaluation when eval_path is not set (0 = none). SFT only: GRPO trains on every prompt.", ge=0, lt=1)
     max_samples: int|None = F(None, "Use at most this many training samples (None = all).", gt=0)
 
 # %% ../nbs/00_config.ipynb #8a5b9b53
@@ -173,7 +173,7 @@ class TrainCfg(Part):
     weight_decay: float = F(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: float = F(1.0, "Clip gradients to this norm (0 = no clipping).", ge=0)
     logging_steps: int = F(5, "Log metrics every this many steps.", ge=1)
-    eval_steps: int|None = F(None, "Evaluate every this many steps (None = at the end of each epoch).", ge=1)
+    eval_steps: int|None = F(None, "Evaluate every this many steps (None = at the end of each epoch; GRPO with data.eval_path: at the end of the run).", ge=1)
     save_steps: int = F(50, "Save a checkpoint every this many steps.", ge=1)
     save_total_limit: int|None = F(2, "Keep at most this many checkpoints (None = all).", ge=1)
     seed: int = F(42, "Random seed for data order, splits and adapter init.", ge=0, le=2**32 - 1)  # numpy's seed range (transformers' set_seed seeds numpy)
