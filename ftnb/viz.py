@@ -202,7 +202,7 @@ def _sft_views() -> list[View]:
 
 # %% ../nbs/11_viz.ipynb #9b1d00de
 def reward_traces(d:RunData) -> list[dict]:
-    "Overall reward with a ±std band, and each reward function's mean with its std as error bars."
+    "Overall reward with a ±std band, each reward function's mean with its std as error bars, and the held-out greedy reward and accuracy as points."
     x, m = d.col('reward'); out = []
     sx, sd = d.col('reward_std')
     if x and sx == x:
@@ -215,7 +215,8 @@ def reward_traces(d:RunData) -> list[dict]:
         fx, fm = d.col(f'rewards/{fn}/mean'); _, fs = d.col(f'rewards/{fn}/std')
         err = dict(type='data', array=fs, visible=True, thickness=1) if len(fs) == len(fx) else None
         out.append(dict(type='scatter', name=fn, x=fx, y=fm, mode='lines', error_y=err, line_dash='dot'))
-    return out
+    out += line(d, 'eval/reward', 'eval reward (held out, greedy)', mode='lines+markers', marker=dict(symbol='diamond', size=9), line_dash='dash')
+    return out + line(d, 'eval/accuracy', 'eval accuracy', mode='markers', marker=dict(symbol='star', size=10))
 
 # %% ../nbs/11_viz.ipynb #b14eed05
 PHASE_ORDER = ('generate', 'sync', 'train')

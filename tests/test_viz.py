@@ -480,3 +480,17 @@ def test_report_writes_the_model_card(tmp_path):
     assert '| dataset | toy:addition (eval: toy:addition_test) |' in card and '| adapter | full fine-tuning (every weight) |' in card
     assert '| steps | 60 (finished) |' in card and f"| final train loss | {m['loss']:.4g} |" in card and f"| final eval loss | {m['eval_loss']:.4g} |" in card
     assert "href='final/README.md'" in txt
+
+def test_reward_figure_draws_the_heldout_eval(tmp_path):
+    "A GRPO run folder whose metrics.jsonl has eval/reward rows (ftnb.grpo.HeldOutEval): the reward figure, the report's too, draws them beside the training reward."
+    import json
+    rows = [{'step': s, 'reward': 0.1 * s, 'reward_std': 0.05} for s in (1, 2, 3, 4)] + \
+           [{'step': 2, 'eval/reward': 0.42, 'eval/accuracy': 0.4}, {'step': 4, 'eval/reward': 0.55, 'eval/accuracy': 0.5}]
+    (tmp_path/'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    fig = figures_of(viz.load_run(tmp_path), ['reward'])['reward']
+    tr = {t.name: t for t in fig.data}
+    assert list(tr['eval reward (held out, greedy)'].x) == [2, 4] and list(tr['eval reward (held out, greedy)'].y) == [0.42, 0.55]
+    assert list(tr['eval accuracy'].y) == [0.4, 0.5] and list(tr['reward'].x) == [1, 2, 3, 4]
+    assert 'eval reward (held out, greedy)' in viz.write_report(tmp_path).read_text()  # the report draws the same figure
+    (tmp_path/'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows[:4]))  # no held-out set: no eval trace
+    assert not [t for t in figures_of(viz.load_run(tmp_path), ['reward'])['reward'].data if t.name.startswith('eval')]
