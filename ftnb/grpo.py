@@ -371,6 +371,7 @@ class HeldOutEval(TrainerCallback):
                  trainer:RolloutTrainer|None=None):
         self.bus, self.engine, self.rows, self.funcs, self.weights, self.tok = bus, engine, rows, funcs, weights, tok
         self.m, self.every, self.trainer, self.done = cfg.method, every, trainer, None
+        self.chunk = max(cfg.train.batch_size * cfg.train.grad_accum, 1)  # prompts per generate call: the engine's max_num_seqs
         self.ids = prompt_ids(rows, tok, **cfg.data.chat_template_kwargs)
     def on_step_end(self, args, state, control, **kw):
         if self.every and state.global_step % self.every == 0: self.evaluate(state.global_step, state.epoch)
@@ -383,12 +384,11 @@ def _evaluate(self:HeldOutEval, step:int, epoch:float|None=None)->dict:
     "Score greedy completions of the held-out prompts with the model as it is now; emit and return the metrics."
     model = self.trainer.model if self.trainer is not None else self.engine.model
     n0, t0 = len(self.engine.phases), time.time()
-    self.engine.sync(model, self.m.sync)  # the step's weights (nothing to copy for the HF engine)
-    if self.trainer is not None: self.trainer._last_loaded_step = step  # TRL would sync the same weights again
-    out = self.engine.generate(self.ids, n=1, max_tokens=self.m.max_completion_length, temperature=0.0,
-                               **({'stop': list(self.m.stop)} if self.m.stop else {}))
+    self.engine.sync(model, self.m.sync)  # the step's weights, then generate, as TRL does (nothing to copy for the HF engine); TRL syncs again at its next step
+    B, stop = self.chunk, ({'stop': list(self.m.stop)} if self.m.stop else {})  # chunks: a large held-out set in one HF generate would not fit
+    ids = [o[0] for i in range(0, len(self.ids), B)
+           for o in self.engine.generate(self.ids[i:i + B], n=1, max_tokens=self.m.max_completion_length, temperature=0.0, **stop)]
     self.engine.sleep()
-    ids = [o[0] for o in out]
     texts = self.tok.batch_decode(ids, skip_special_tokens=True)  # as TRL decodes the training completions
     vals = score_completions(self.funcs, self.weights, self.rows, texts, ids)
     self.engine.phases[n0:] = [dict(name='eval', start=t0, end=time.time(), mem_gib=gpu_mem_gib())]  # one phase in the timeline
