@@ -95,8 +95,8 @@ def plain_line(d:RunData, row:dict, step0:int=0, now:float|None=None) -> str:
     head = f'step {step}' + (f"/{p['total']} {step / p['total']:4.0%}" if p['total'] > 0 else '')
     if 'train_runtime' in row:
         return f"done  step {step}  train_loss {num(row.get('train_loss'))}  in {hms(row['train_runtime'])}"
-    if any(k.startswith('eval_') for k in row):
-        return head + '  eval ' + '  '.join(f'{k[5:]} {num(v)}' for k, v in row.items() if k.startswith('eval_') and k not in _EVAL_SKIP)
+    if any(k.startswith(('eval_', 'eval/')) for k in row):  # SFT's eval_loss, GRPO's held-out eval/reward
+        return head + '  eval ' + '  '.join(f'{k[5:]} {num(v)}' for k, v in row.items() if k.startswith(('eval_', 'eval/')) and k not in _EVAL_SKIP)
     tail = [speed(d, step0), gpu_mem(d), f"eta {hms(p['eta'])}" if p['eta'] is not None else None]
     return '  '.join([head, *metric_bits(d, row), *(t for t in tail if t)])
 
@@ -166,7 +166,7 @@ TermView._header, TermView._bar = _header, _bar
 def _metrics(self:TermView):
     from rich.text import Text
     d = self.data; key = 'reward' if is_grpo(d) else 'loss'
-    rows = [r for r in d.rows if not any(k.startswith(('eval_', 'train_runtime')) for k in r)]
+    rows = [r for r in d.rows if not any(k.startswith(('eval_', 'eval/', 'train_runtime')) for k in r)]
     last = rows[-1] if rows else {}
     t = Text.assemble((f'{key} ', 'bold'), (num(last.get(key)), 'bold'), '  ', (sparkline(d.col(key)[1]), 'cyan'))
     rest = [b for b in metric_bits(d, last) if not b.startswith(key + ' ')]

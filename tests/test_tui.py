@@ -106,3 +106,14 @@ def test_live_view_in_a_pty(live):
     assert re.search(r'loss \d\.\d+ +[▁▂▃▄▅▆▇█]{2,}', screen), screen[-1500:]  # the loss with its sparkline
     assert 'ftnb sft · tiny-qwen2' in screen and 'finished' in screen and f'finished at step {STEPS}:' in screen
     assert "{'loss'" not in screen and 'it/s]' not in screen          # no transformers dicts, no tqdm bars
+
+def test_plain_line_of_a_grpo_heldout_eval():
+    "A GRPO held-out eval row (eval/reward, eval/accuracy) prints as an eval line; the live frame's reward stays the training one."
+    from ftnb.tui import TermView, plain_line
+    v = TermView()
+    v.data.add_row({'step': 2, 'time': 1.0, 'reward': 0.25, 'reward_std': 0.1})
+    row = {'step': 2, 'time': 1.0, 'eval/reward': 0.5, 'eval/accuracy': 0.375}
+    v.data.add_row(row)
+    line = plain_line(v.data, row)
+    assert 'eval reward 0.5' in line and 'accuracy 0.375' in line, line
+    assert str(v._metrics()).startswith('reward 0.25'), str(v._metrics())
