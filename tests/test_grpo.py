@@ -159,17 +159,18 @@ def _greedy(model, tok, prompts:list[str], n:int) -> list[str]:
     return [tok.decode(o, skip_special_tokens=True) for o in outs]
 
 def _expected(texts:list[str], answers:list[str]) -> dict:
-    "eval/reward and eval/accuracy for `small`'s rewards (exact_answer + 0.5 numeric_answer tol 50), from the reward functions alone."
+    "eval/reward and eval/accuracy for 2 exact_answer + 0.5 numeric_answer (tol 50), from the reward functions alone."
     from ftnb.rewards import exact_answer, numeric_answer
     ex, nu = exact_answer(texts, answer=answers), numeric_answer(texts, answer=answers, tol=50)
     z = lambda v: 0.0 if v is None else v  # no score (a reference that is not a number): left out of the sum, as TRL's nansum
-    return {'eval/reward': sum(z(e) + 0.5 * z(u) for e, u in zip(ex, nu)) / len(texts), 'eval/accuracy': sum(ex) / len(ex), 'texts': texts}
+    return {'eval/reward': sum(2 * z(e) + 0.5 * z(u) for e, u in zip(ex, nu)) / len(texts), 'eval/accuracy': sum(ex) / len(ex), 'texts': texts}
 
 def test_heldout_eval_every_n_steps(tmp_path):
     "data.eval_path: greedy completions of the held-out prompts every train.eval_steps steps and at the end, scored as a direct HF generate at that step scores."
     import json
     from ftnb.models import load_model, load_tokenizer
     cfg = small(tmp_path, name='eval', max_steps=3, eval_steps=2)
+    cfg.method.rewards[0]['weight'] = 2.0  # the weighted reward then differs from the accuracy
     tok, prompts = load_tokenizer(cfg.model), ['12+7=', '30+41=', '5+5=', '66+20=']
     first = _greedy(load_model(cfg), tok, prompts, 4)  # the untrained model's answers: the references of the first two prompts
     answers = [first[0].strip() or '0', first[1].strip() or '0', '10', '86']
@@ -188,6 +189,7 @@ def test_heldout_eval_every_n_steps(tmp_path):
     for r in ev:
         assert r['eval/reward'] == pytest.approx(seen[r['step']]['eval/reward']) and r['eval/accuracy'] == pytest.approx(seen[r['step']]['eval/accuracy'])
         assert {'eval/rewards/exact_answer', 'eval/rewards/numeric_answer'} <= set(r)
+    assert seen[2]['eval/reward'] != seen[2]['eval/accuracy']
     assert seen[2]['eval/accuracy'] > 0  # the first two references were the model's own greedy answers: some still match
     assert 'eval' in {p['name'] for p in read_jsonl(res.run_dir/'timeline.jsonl')[-1]['phases']}  # step 2's evaluation, in the next step's timeline
 
