@@ -419,3 +419,12 @@ def test_prepare_split_sizes_and_default_seed():
     assert (len(train), len(ev)) == (11, 1)  # round(1.2): one held out
     assert [len(x) for x in D.prepare(cfg.model_copy(update={'eval_fraction': 0.3}), tok)] == [8, 4]  # round(3.6)
     assert ev['input_ids'] == D.prepare(cfg, tok, seed=RunConfig().train.seed)[1]['input_ids']  # prepare alone splits as ftnb.train does by default
+
+def test_prompt_completion_masks_the_generation_prompt():
+    "Conversational prompt/completion trains the completion after the generation prompt, even where the template's {% generation %} covers the header."
+    hdr = ("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ 'A: ' + m.content + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+           "{% else %}{{ 'U: ' + m.content + '\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'A: ' }}{% endif %}")
+    tok = _tok(hdr)
+    row = lambda r: D.tokenize(datasets.Dataset.from_list([r]), tok, DataCfg(path='m'))[0]
+    assert _label_runs(tok, row({'messages': [U('q'), A('ok')]})) == ['A: ok<|im_end|>']  # the template's own mask holds the header
+    assert _label_runs(tok, row({'prompt': [U('q')], 'completion': [A('ok')]})) == [' ok<|im_end|>']  # 'A:' comes with the prompt at inference
