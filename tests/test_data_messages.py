@@ -428,3 +428,14 @@ def test_prompt_completion_masks_the_generation_prompt():
     row = lambda r: D.tokenize(datasets.Dataset.from_list([r]), tok, DataCfg(path='m'))[0]
     assert _label_runs(tok, row({'messages': [U('q'), A('ok')]})) == ['A: ok<|im_end|>']  # the template's own mask holds the header
     assert _label_runs(tok, row({'prompt': [U('q')], 'completion': [A('ok')]})) == [' ok<|im_end|>']  # 'A:' comes with the prompt at inference
+
+def test_format_messages_name_the_setting():
+    rows = datasets.Dataset.from_dict({'prompt': ['p'], 'body': ['b']})
+    fields, fix = 'the fields are: prompt, body', 'to the field that holds it, or choose another format'
+    for fmt, kw, col, name in (('text', {'text_field': 'txt'}, 'txt', 'text_field'), ('messages', {'messages_field': 'conv'}, 'conv', 'messages_field'),
+                               ('prompt_completion', {'completion_field': 'answer'}, 'answer', 'completion_field')):  # the prompt is there: the completion is named
+        assert msg(lambda: D.detect_format(rows, DataCfg(path='f.jsonl', format=fmt, **kw))) == \
+            f"f.jsonl: no field {col!r}, which format={fmt!r} reads as {name}; {fields}. Fix: set DataCfg.{name} {fix}"
+    assert msg(lambda: D.detect_format(datasets.Dataset.from_dict({}), DataCfg(path='f.jsonl'))) == (
+        "f.jsonl: cannot tell the format: looked for 'messages' (messages); 'prompt'+'completion' (prompt_completion); 'text' (text); the fields are: (none). "
+        "Fix: set text_field, prompt_field/completion_field or messages_field to your field names")
