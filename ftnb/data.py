@@ -59,7 +59,8 @@ def _read_json(path:Path) -> Dataset:
     except json.JSONDecodeError as e:
         fix = "it holds one object per line: rename it to .jsonl" if e.msg == 'Extra data' else f"fix the JSON at line {e.lineno}"
         raise DataError(str(path), f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}", fix) from None
-    if isinstance(d, dict) and len(d) == 1 and isinstance(next(iter(d.values())), list): d = next(iter(d.values()))
+    v = next(iter(d.values())) if isinstance(d, dict) and len(d) == 1 else None
+    if isinstance(v, list) and all(isinstance(r, dict) for r in v): d = v  # {'data': [rows]}; {'text': [values]} is one column
     if isinstance(d, list) and all(isinstance(r, dict) for r in d): return _to_ds(d, str(path))
     if isinstance(d, dict) and d and all(isinstance(v, list) for v in d.values()) and len({len(v) for v in d.values()}) == 1:
         return _to_ds([dict(zip(d, vals)) for vals in zip(*d.values())], str(path))
@@ -178,10 +179,11 @@ def _eos_id(tok) -> int:
     return tok.eos_token_id
 
 def _encode_text(tok, text:str, start:int) -> tuple[list[int], list[bool]]:
-    "Token ids of `text` + eos, and which are trained: tokens with a character at or after `start` (0 = all)."
-    enc = tok(text, return_offsets_mapping=True)
+    "Token ids of `text` + eos, and which are trained: tokens with a character at or after `start` (0 = all), and the eos."
+    enc, eos = tok(text, return_offsets_mapping=True), _eos_id(tok)
     ids, trained = list(enc['input_ids']), [start == 0 or e > start for _, e in enc['offset_mapping']]
-    if not ids or ids[-1] != _eos_id(tok): ids, trained = ids + [tok.eos_token_id], trained + [True]
+    if ids and ids[-1] == eos: trained[-1] = True  # the text's own eos, or one the tokenizer appends (offsets (0, 0))
+    else: ids, trained = ids + [eos], trained + [True]
     return ids, trained
 
 # %% ../nbs/02_data.ipynb #ac8a0c81
@@ -315,8 +317,8 @@ def _map_fn(row:dict, i:int, tok, cfg:DataCfg, fmt:str, src:str) -> dict:
     return {'input_ids': ids, 'labels': [t if m else -100 for t, m in zip(ids, tr)], '_trained': sum(tr)}
 
 # %% ../nbs/02_data.ipynb #edc12f10
-def _check_trained(ds:Dataset, raw:Dataset, cfg:DataCfg, fmt:str, src:str) -> None:
-    "DataError when some samples miss the response template or have no assistant turn to train."
+def _check_trained(ds:Dataset, raw:Dataset, cfg:DataCfg, src:str) -> None:
+    "DataError when some samples miss the response template, or (chat only: text always trains its eos) have no assistant turn to train."
     n = ds['_trained']
     miss = [i for i, t in enumerate(n) if t < 0]
     if miss:
@@ -326,8 +328,7 @@ def _check_trained(ds:Dataset, raw:Dataset, cfg:DataCfg, fmt:str, src:str) -> No
                         'copy the marker exactly as it appears in the text (spaces and newlines count), or set response_template=None to train on the whole text')
     empty = [i for i, t in enumerate(n) if t == 0]
     if empty:
-        what = 'have no assistant turn to train on' if fmt != 'text' else 'have no trained tokens'
-        raise DataError(src, f"{len(empty)} of {len(n)} samples {what}, e.g. sample {empty[0]}: {str(raw[empty[0]])[:200]}",
+        raise DataError(src, f"{len(empty)} of {len(n)} samples have no assistant turn to train on, e.g. sample {empty[0]}: {str(raw[empty[0]])[:200]}",
                         'remove those samples (each needs an assistant reply), or set completion_only=False to train on every token')
 
 # %% ../nbs/02_data.ipynb #76c5a91b
@@ -355,9 +356,9 @@ def _split_long(ds:Dataset, cfg:DataCfg, src:str, what:str) -> Dataset:
             for i, l in split_sample(ids, lab, cfg.max_length, cfg.overlap): out['input_ids'].append(i); out['labels'].append(l)
         return out
     with _quiet(len(ds)): ds = ds.map(cut, batched=True, remove_columns=ds.column_names)
-    keep = [i for i, l in enumerate(ds['labels']) if any(x != -100 for x in l)]  # e.g. a piece that holds only a prompt
+    keep = [i for i, l in enumerate(ds['labels']) if any(x != -100 for x in l)]  # e.g. a piece that holds only a prompt; never none:
+    # every sample has a trained token (_check_trained), and split_sample leaves each trained label unmasked in one piece
     if len(keep) < len(ds): warnings.warn(f"{src}: {what}: split them, and dropped {len(ds) - len(keep)} pieces that had no trained token", DataWarning, stacklevel=4)
-    if not keep: raise DataError(src, f"no piece has a trained token", "check response_template, or set completion_only=False")
     return ds.select(keep) if len(keep) < len(ds) else ds
 
 def _fit_length(ds:Dataset, cfg:DataCfg, src:str) -> Dataset:
@@ -426,7 +427,7 @@ def tokenize(ds:Dataset, # raw rows from `load_rows`
     with _quiet(len(ds)):
         out = ds.map(_map_fn, with_indices=True, remove_columns=ds.column_names, desc='Tokenizing',
                      fn_kwargs=dict(tok=tok, cfg=cfg, fmt=fmt, src=src))
-    _check_trained(out, ds, cfg, fmt, src)
+    _check_trained(out, ds, cfg, src)
     return _fit_length(out.remove_columns('_trained'), cfg, src)
 
 # %% ../nbs/02_data.ipynb #d8fa885d
