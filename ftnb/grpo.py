@@ -376,7 +376,9 @@ class HeldOutEval(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.every and state.global_step % self.every == 0: self.evaluate(state.global_step, state.epoch)
     def on_train_end(self, args, state, control, **kw):
-        if self.done != state.global_step: self.evaluate(state.global_step, state.epoch)
+        mx = getattr(state, 'max_steps', 0)
+        stopped = 0 < mx and state.global_step < mx  # Stop, a signal or a guard ended the run early: end now, no eval
+        if self.done != state.global_step and not stopped: self.evaluate(state.global_step, state.epoch)
 
 # %% ../nbs/10_grpo.ipynb #e7a1c0d5
 @torch.no_grad()
