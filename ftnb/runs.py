@@ -246,6 +246,11 @@ def _run_id(ckpt:Path) -> str|None:
     try: return json.loads((ckpt/'ftnb_run.json').read_text())['run_id']
     except (OSError, ValueError, KeyError): return None
 
+def _delete(ckpt:Path):
+    "Delete a checkpoint folder: renamed out of the `checkpoint-*` names first, so that a kill part-way through leaves no emptied `checkpoint-N`."
+    aside = ckpt.parent/f'.deleting-{ckpt.name}'
+    shutil.rmtree(aside, ignore_errors=True); ckpt.rename(aside); shutil.rmtree(aside)
+
 def rotate(run_dir, limit:int|None, run_id:str, keep=()) -> list[Path]:
     "Delete the oldest complete checkpoints of run `run_id` beyond `limit`, sparing the newest and `keep`; returns those deleted."
     if not limit: return []
@@ -254,7 +259,7 @@ def rotate(run_dir, limit:int|None, run_id:str, keep=()) -> list[Path]:
     gone = []
     for p in ours:
         if len(ours) - len(gone) <= max(limit, len(spare & {q.resolve() for q in ours})): break
-        if p.resolve() not in spare: shutil.rmtree(p); gone.append(p)
+        if p.resolve() not in spare: _delete(p); gone.append(p)
     return gone
 
 # %% ../nbs/06b_runs.ipynb #e9246a5d
@@ -415,6 +420,7 @@ def _claim(self:Run):
         if self.move_old: self.pending.append(Log(message=f'moved the old run to {move_aside(d)}'))
         d.mkdir(parents=True, exist_ok=True)
         if (d/'.saving').exists(): shutil.rmtree(d/'.saving'); self.pending.append(Log(level='warning', message='removed a half-written checkpoint (.saving) of an earlier process'))
+        for p in d.glob('.deleting-checkpoint-*'): shutil.rmtree(p, ignore_errors=True)  # a rotation cut off part-way
         for p in ckpt_dirs(d):
             if not complete(p): self.pending.append(Log(level='warning', message=f'{p.name} is incomplete (cut off while saving): a resume passes over it'))
         if self.resume is not None: _truncate(d, _step(self.resume))

@@ -64,6 +64,17 @@ def _train_and_die(cfg_json:str, how:str, at:int):
             if n['k'] == at: die()
             return orig_rot(*a, **k)
         runs.rotate = rot
+    if how == 'delete':  # rotation deleting an old checkpoint: every file removed, the folder not yet (rmtree's last act)
+        import shutil
+        orig_rm = shutil.rmtree
+        def rm(path, *a, **k):
+            if Path(path).is_dir() and Path(path).name.removeprefix('.deleting-').startswith('checkpoint-'):
+                n['k'] += 1
+                if n['k'] == at:
+                    for f in sorted(Path(path).rglob('*'), reverse=True): f.rmdir() if f.is_dir() else f.unlink()
+                    die()
+            return orig_rm(path, *a, **k)
+        runs.shutil.rmtree = rm
     ftnb.train(cfg)
 
 @pytest.fixture(scope='module')
@@ -96,7 +107,9 @@ def _trial(tmp_path, straight, i:int, how:str, rng:random.Random) -> str:
         p = FORK.Process(target=_train_and_die, args=(cfg.model_dump_json(), how, 0)); p.start()
         wait_for_step(cfg.run_dir, p)
         time.sleep(rng.uniform(0, 1.0) * straight['secs']); os.kill(p.pid, signal.SIGKILL); p.join()
-    else: assert in_child(_train_and_die, cfg.model_dump_json(), how, rng.randint(2, STEPS)) == -signal.SIGKILL
+    else:  # save k of 6 (k >= 2), rotation k, or delete k of the 4 (saves 3 to 6 each delete one, limit 2)
+        at = rng.randint(1, STEPS - 2) if how == 'delete' else rng.randint(2, STEPS)
+        assert in_child(_train_and_die, cfg.model_dump_json(), how, at) == -signal.SIGKILL
     d = cfg.run_dir
     if not (d/'result.json').exists(): return 'before the claim'
     # every checkpoint-N in the folder is whole: a kill during a save leaves at most a .saving folder
@@ -118,13 +131,13 @@ def _trial(tmp_path, straight, i:int, how:str, rng:random.Random) -> str:
     for s in range(1, STEPS + 1): assert got[s] == pytest.approx(straight['losses'][s], rel=1e-3), (how, s)
     w = load_file(d/'final'/'model.safetensors')
     for k, v in straight['weights'].items(): torch.testing.assert_close(w[k], v, rtol=1e-3, atol=1e-5)
-    assert len(runs.ckpt_dirs(d)) <= 2 and not (d/'.saving').exists()
+    assert len(runs.ckpt_dirs(d)) <= 2 and not (d/'.saving').exists() and not list(d.glob('.deleting-*'))
     return f'resumed at {last.name}'
 
 def test_kill_9_at_random_moments_then_resume(tmp_path, straight):
-    "20 kills: 10 at random times, 6 inside a checkpoint save, 4 between the rename and the rotation."
+    "23 kills: 10 at random times, 6 inside a checkpoint save, 4 between the rename and the rotation, 3 inside a rotation's delete."
     rng, seen = random.Random(0), []
-    kinds = ['random'] * 10 + ['save'] * 6 + ['rotate'] * 4
+    kinds = ['random'] * 10 + ['save'] * 6 + ['rotate'] * 4 + ['delete'] * 3
     t0 = time.time()
     for i, how in enumerate(kinds): seen.append((how, _trial(tmp_path, straight, i, how, rng)))
     print(f'{len(kinds)} trials in {time.time() - t0:.0f} s:', seen)
