@@ -6,7 +6,7 @@ Docs: https://ftnb.github.io/ftnb/dashboard.html.md"""
 
 # %% ../nbs/11b_dashboard.ipynb #5e914e4b
 from __future__ import annotations
-import json, math, sys, threading, time
+import html, json, math, sys, threading, time
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -14,11 +14,12 @@ import plotly.io as pio
 
 from .config import ConfigError
 from .events import Event
-from .viz import (GRPO_VIEWS, SFT_VIEWS, VIEWS, RunData, grid_figure, health, hints_html, load_run, new_figure, rollout_columns,
-                      rollout_html, rollout_table, status_text, sync, sync_all, view_order)
+from .viz import (GRPO_VIEWS, SFT_VIEWS, VIEWS, RunData, grid_figure, headline, health, hints_html, load_run, log_html, new_figure,
+                      rollout_columns, rollout_html, rollout_table, status_text, sync, sync_all, view_order)
 
 # %% auto #0
-__all__ = ['MODES', 'has_figure_widget', 'pick_mode', 'mime_bundle', 'RolloutBrowser', 'Dashboard', 'signature', 'open_run']
+__all__ = ['MODES', 'has_figure_widget', 'pick_mode', 'mime_bundle', 'RolloutBrowser', 'Dashboard', 'signature', 'headline_html',
+           'open_run']
 
 # %% ../nbs/11b_dashboard.ipynb #2211bf4a
 MODES = ('auto', 'widget', 'handle')
@@ -177,7 +178,9 @@ def _draw_handles(self:Dashboard, changed:dict) -> bool:
 def _expected_views(self:Dashboard) -> list[str]:
     "Views a live run will fill, from its method (RunStart config); none for a run folder."
     m = (self.data.config.get('method') or {}).get('name') if self.data.dir is None else None
-    return {'sft': SFT_VIEWS, 'pretrain': SFT_VIEWS, 'grpo': GRPO_VIEWS}.get(m, [])
+    torch = sys.modules.get('torch')  # no empty GPU-memory panel on a machine without CUDA (the run imported torch already)
+    cuda = torch is not None and torch.cuda.is_available()
+    return [n for n in {'sft': SFT_VIEWS, 'pretrain': SFT_VIEWS, 'grpo': GRPO_VIEWS}.get(m, []) if cuda or n != 'memory']
 
 def _draw_widget(self:Dashboard, changed:dict) -> bool:
     "'widget' mode: sync into the one FigureWidget; rebuild it when the set of views changed. True if rebuilt."
@@ -207,11 +210,18 @@ Dashboard._draw, Dashboard._draw_handles, Dashboard._draw_widget, Dashboard._pus
 Dashboard.expected_views, Dashboard.trace = _expected_views, _trace
 
 # %% ../nbs/11b_dashboard.ipynb #35e67169
+def headline_html(items:list[tuple[str, str]]) -> str:
+    "Headline numbers as one row of small label-over-value blocks."
+    cell = lambda k, v: (f"<div><div style='font-size:11px;color:#667'>{html.escape(k)}</div>"
+                         f"<div style='font-size:17px;font-weight:600;color:#2a3f5f'>{html.escape(v)}</div></div>")
+    return f"<div class='ftnb-headline' style='display:flex;gap:26px;flex-wrap:wrap;margin:2px 0 4px'>{''.join(cell(k, v) for k, v in items)}</div>"
+
 def _side_html(self:Dashboard) -> str:
-    "The status line and the health hints, as HTML."
+    "The headline numbers, the status line, the health hints and the run's warnings, as HTML."
     d = self.data
     st = status_text(d) if d.dir is not None or d.status else f"running, step {d.rows[-1]['step'] if d.rows else 0}" + (f'/{d.max_steps}' if d.max_steps > 0 else '')
-    return f"<div class='ftnb-dash-status'><b>{st}</b></div>" + hints_html(health(d.rows[-50:], d.config), d.status)
+    return (headline_html(headline(d)) + f"<div class='ftnb-dash-status'><b>{html.escape(st)}</b></div>"
+            + hints_html(health(d.rows[-50:], d.config), d.status) + log_html(d))
 
 def _draw_side(self:Dashboard, new_figs:bool=False):
     "Update the status and hints, and the rollout browser; add new figures to the grid."
@@ -255,7 +265,13 @@ def _order(self:Dashboard) -> list[str]:
     names = {v.name for v in self.views}
     return [n for n in (self._order or view_order(self.data)) if n in names]
 
-Dashboard.widget, Dashboard._fill_box, Dashboard.order = property(_widget), _fill_box, _order
+def _grid(self:Dashboard) -> go.Figure|None:
+    "Every view that has data in one grid figure, laid out as 'widget' mode draws it (the panel shows this in 'handle' mode)."
+    names = [n for n in self.order() if n in self._sigs]
+    if not names: return None
+    return sync_all(grid_figure(names), {n: VIEWS[n].traces(self.data) for n in names})
+
+Dashboard.widget, Dashboard._fill_box, Dashboard.order, Dashboard.grid = property(_widget), _fill_box, _order, _grid
 
 # %% ../nbs/11b_dashboard.ipynb #e399d57f
 def _display(self:Dashboard):

@@ -18,6 +18,7 @@ from . import accel, adapters, models
 from .card import write_card
 from .config import ConfigError, RunConfig, save as save_config, to_dict
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_jsonl
+from .warns import WarningLog
 
 # %% auto #0
 __all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'rank', 'world_size', 'fsdp_kwargs', 'trainer_kwargs',
@@ -388,6 +389,8 @@ class Run:
         self.bus = Bus(self._write, queue)
         self.events = EventCallback(self.bus, self.stop, config=cfg.model_dump(mode='json'))
         self.callbacks = [Health(self.bus, self.events), self.events]  # events last: it sees a stop set by the others in the same step
+        # a view reads the queue (the panel, the terminal view): this thread's warnings go to the run's log, not to another cell
+        self.warns = WarningLog(lambda t: self.log(t, level='warning')) if queue is not None else None
 
     def _write(self, ev):
         "Events go to the run log once the folder is claimed; before that they wait. Other ranks log nothing (the Trainer averages the loss over all of them)."
@@ -448,11 +451,13 @@ Run._claim = _claim
 # %% ../nbs/06b_runs.ipynb #34dbf689
 def _enter(self:Run):
     if self.resume is None: self._claim()
+    if self.warns is not None: self.warns.__enter__()
     return self
 
 def _exit(self:Run, typ, exc, tb):
     "Record how the run ended (after the claim only); an exception goes on."
     d = self.dir
+    if self.warns is not None: self.warns.__exit__()
     _ACTIVE.discard(str(d.resolve()))
     if not self.claimed: return False
     step = self.fitted.state.global_step if getattr(self, 'fitted', None) is not None else 0
@@ -469,9 +474,10 @@ Run.__enter__, Run.__exit__ = _enter, _exit
 def console_off(trainer) -> list:
     "Remove transformers' progress bar and printed logs from `trainer` when one of its callbacks has `draws_console`; returns those removed."
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
     cbs = trainer.callback_handler.callbacks
     if not any(getattr(c, 'draws_console', False) for c in cbs): return []
-    gone = [c for c in cbs if type(c) in (PrinterCallback, ProgressCallback)]
+    gone = [c for c in cbs if type(c) in (PrinterCallback, ProgressCallback, NotebookProgressCallback)]
     for c in gone: trainer.callback_handler.remove_callback(c)
     return gone
 

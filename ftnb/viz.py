@@ -6,7 +6,7 @@ Docs: https://ftnb.github.io/ftnb/viz.html.md"""
 
 # %% ../nbs/11_viz.ipynb #07a412d8
 from __future__ import annotations
-import html, json, math, os, re
+import html, json, math, os, re, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, get_args, get_origin
@@ -20,13 +20,14 @@ from .runs import ckpt_dirs, read_result, status as run_status
 from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart, Timeline, from_dict, read_jsonl, read_rollouts
 
 # %% auto #0
-__all__ = ['DATA_KEYS', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEWS', 'metrics_table', 'series', 'RunData',
-           'load_run', 'View', 'line', 'new_figure', 'sync', 'sync_all', 'tokens_per_s', 'tokens_traces',
-           'reward_traces', 'step_split', 'step_time_traces', 'memory_traces', 'view_order', 'grid_figure', 'grid_cell',
-           'figure', 'figures_of', 'loss_figure', 'Hint', 'last', 'hint_zero_std', 'hint_length', 'hint_entropy',
-           'hint_kl', 'hint_clip', 'hint_reward_flat', 'hint_nan', 'hint_grad', 'hint_eval', 'health', 'hints_html',
-           'rollout_columns', 'rollout_table', 'rollout_html', 'status_text', 'run_summary', 'summary_html',
-           'field_applies', 'applied_config', 'config_html', 'write_report']
+__all__ = ['DATA_KEYS', 'PALETTE', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEWS', 'metrics_table', 'series',
+           'RunData', 'load_run', 'View', 'line', 'smooth', 'smoothed', 'color_of', 'new_figure', 'sync', 'sync_all',
+           'tokens_per_s', 'tokens_traces', 'reward_traces', 'step_split', 'step_time_traces', 'memory_traces',
+           'view_order', 'grid_figure', 'grid_cell', 'figure', 'figures_of', 'loss_figure', 'Hint', 'last',
+           'hint_zero_std', 'hint_length', 'hint_entropy', 'hint_kl', 'hint_clip', 'hint_reward_flat', 'hint_nan',
+           'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table', 'rollout_html',
+           'status_text', 'run_summary', 'summary_html', 'headline', 'log_html', 'field_applies', 'applied_config',
+           'config_html', 'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -132,6 +133,23 @@ def line(d:RunData, key:str, name:str|None=None, **kw) -> list[dict]:
     x, y = d.col(key)
     return [dict(type='scatter', name=name or key, x=x, y=y, **{'mode': 'lines+markers' if len(x) < 60 else 'lines', **kw})] if x else []
 
+def smooth(y:list, weight:float=0.6) -> list:
+    "TensorBoard's debiased exponential moving average of `y`; a gap (None or NaN) stays a gap and does not move the average."
+    out, m, n = [], 0.0, 0
+    for v in y:
+        if v is None or (isinstance(v, float) and math.isnan(v)): out.append(None); continue
+        m, n = weight*m + (1-weight)*v, n + 1
+        out.append(m / (1 - weight**n))
+    return out
+
+def smoothed(d:RunData, key:str, name:str, weight:float=0.6, **kw) -> list[dict]:
+    "Metric `key` as faint raw points under a smoothed line, one legend entry for both; empty if it was never logged."
+    x, y = d.col(key)
+    if not x: return []
+    return [dict(type='scatter', name=f'{name} (raw)', x=x, y=y, mode='markers', marker_size=4, opacity=0.35, legendgroup=name,
+                 showlegend=False, hovertemplate='%{y:.4g}'),
+            dict(type='scatter', name=name, x=x, y=smooth(y, weight), mode='lines', legendgroup=name, **kw)]
+
 # %% ../nbs/11_viz.ipynb #c212b93f
 DATA_KEYS = ('x', 'y', 'text', 'error_y')  # what a redraw changes; style stays as first drawn
 
@@ -144,19 +162,30 @@ def _arr(v):
 
 _grid = dict(gridcolor='#ebf0f8', zeroline=False, automargin=True)
 # plotly_white's look, written out: a named template is copied into every figure and makes every update message larger
-STYLE = dict(template='none', plot_bgcolor='white', paper_bgcolor='white', height=280, margin=dict(l=55, r=20, t=40, b=30),
+PALETTE = ['#636efa', '#EF553B', '#00cc96', '#ab63fa', '#FFA15A', '#19d3f3', '#FF6692', '#B6E880', '#FF97FF', '#FECB52']
+STYLE = dict(template='none', plot_bgcolor='white', paper_bgcolor='white', height=300, margin=dict(l=55, r=20, t=40, b=30),
              font=dict(family='"Open Sans", verdana, arial, sans-serif', size=12, color='#2a3f5f'), xaxis=_grid, yaxis=_grid,
-             legend=dict(orientation='h', y=-0.18), colorway=['#636efa', '#EF553B', '#00cc96', '#ab63fa', '#FFA15A', '#19d3f3',
-                                                              '#FF6692', '#B6E880', '#FF97FF', '#FECB52'])
+             legend=dict(orientation='h', y=-0.25, yanchor='top'), colorway=PALETTE)
+_FIXED = {'train loss': 0, 'reward': 0, 'reward ± std': 0, 'entropy': 0, 'mean': 0, 'generate': 0, 'clip low': 0,
+          'eval loss': 1, 'eval reward (greedy)': 1, 'KL': 1, 'sync': 1, 'clip high': 1, 'max': 1,
+          'eval accuracy': 2, 'train': 2, 'clip region': 2, 'min': 2, 'frac reward zero std': 3, 'clipped ratio': 4}
+
+def color_of(name:str) -> str:
+    "A trace's colour, the same in every view, mode and run: fixed for ftnb's own names, else from a hash of the name."
+    base = name.removesuffix(' (raw)')
+    return PALETTE[_FIXED[base] if base in _FIXED else zlib.crc32(base.encode()) % len(PALETTE)]
 
 def new_figure(view:View, factory=go.Figure):
-    "An empty figure (or FigureWidget, via `factory`) with the view's title and layout."
+    "An empty figure (or FigureWidget, via `factory`) with the view's title (left, clear of plotly's toolbar) and layout."
     fig = factory(layout={'template': 'none'})  # set at construction: otherwise plotly first applies its default template
-    fig.update_layout(title=dict(text=view.title, font_size=14), uirevision=view.name, meta={'ftnb_view': view.name}, **STYLE)
-    return fig.update_layout(**view.layout) if view.layout else fig
+    fig.update_layout(title=dict(text=view.title, font_size=14, x=0.01, xanchor='left'), uirevision=view.name,
+                      meta={'ftnb_view': view.name}, **STYLE)
+    return fig.update_layout(**{'xaxis_title': 'step', **view.layout})
 
 def _new_trace(t:dict, view:str|None, cell:dict|None):
     kw = {k: _arr(v) for k, v in t.items() if k not in ('type', 'yaxis')}
+    c = color_of(t['name'])  # not plotly's colorway: it counts traces per figure, so one name got other colours in a grid
+    kw = {**({'marker_color': c} if t['type'] == 'bar' else {'line_color': c, 'marker_color': c}), **kw}
     tr = {'scatter': go.Scatter, 'bar': go.Bar}[t['type']](**kw, meta=view)
     return tr.update(legend=cell['legend']) if cell else tr.update(yaxis=t.get('yaxis'))
 
@@ -194,28 +223,28 @@ def tokens_traces(d:RunData) -> list[dict]:
     return [dict(type='scatter', name='tokens/s', x=x, y=y, mode='lines+markers')] if x else []
 
 def _sft_views() -> list[View]:
-    return [View('loss', 'Loss', lambda d: line(d, 'loss', 'train loss') + line(d, 'eval_loss', 'eval loss', mode='lines+markers'),
+    return [View('loss', 'Loss (smoothed; raw points faint)', lambda d: smoothed(d, 'loss', 'train loss') + line(d, 'eval_loss', 'eval loss', mode='lines+markers'),
                  dict(yaxis_title='loss')),
-            View('lr', 'Learning rate', lambda d: line(d, 'learning_rate', 'learning rate'), dict(yaxis_exponentformat='e')),
+            View('lr', 'Learning rate', lambda d: line(d, 'learning_rate', 'learning rate'),
+                 dict(yaxis_exponentformat='e', yaxis_rangemode='tozero')),  # a constant rate on a 0-based axis, not on -0.5..1
             View('grad_norm', 'Grad norm', lambda d: line(d, 'grad_norm', 'grad norm')),
             View('tokens', 'Tokens per second', tokens_traces)]
 
 # %% ../nbs/11_viz.ipynb #9b1d00de
 def reward_traces(d:RunData) -> list[dict]:
-    "Overall reward with a ±std band, each reward function's mean with its std as error bars, and the held-out greedy reward and accuracy as points."
+    "Overall reward (smoothed, raw points faint) with a ±std band, each reward function's smoothed mean, and the held-out greedy reward and accuracy as points."
     x, m = d.col('reward'); out = []
     sx, sd = d.col('reward_std')
     if x and sx == x:
         ok = [i for i in range(len(x)) if m[i] is not None and sd[i] is not None]
         xs, lo, hi = [x[i] for i in ok], [m[i]-sd[i] for i in ok], [m[i]+sd[i] for i in ok]
-        out.append(dict(type='scatter', name='reward ± std', x=xs + xs[::-1], y=hi + lo[::-1], fill='toself',
-                        line_width=0, fillcolor='rgba(99,110,250,0.15)', hoverinfo='skip'))
-    out += line(d, 'reward', 'reward', line_width=3)
-    for fn in sorted(k[8:-5] for k in d.cols if k.startswith('rewards/') and k.endswith('/mean')):
-        fx, fm = d.col(f'rewards/{fn}/mean'); _, fs = d.col(f'rewards/{fn}/std')
-        err = dict(type='data', array=fs, visible=True, thickness=1) if len(fs) == len(fx) else None
-        out.append(dict(type='scatter', name=fn, x=fx, y=fm, mode='lines', error_y=err, line_dash='dot'))
-    out += line(d, 'eval/reward', 'eval reward (held out, greedy)', mode='lines+markers', marker=dict(symbol='diamond', size=9), line_dash='dash')
+        out.append(dict(type='scatter', name='reward ± std', x=xs + xs[::-1], y=hi + lo[::-1], fill='toself', showlegend=False,
+                        line_width=0, fillcolor='rgba(99,110,250,0.15)', hoverinfo='skip', legendgroup='reward'))
+    out += smoothed(d, 'reward', 'reward', line_width=3)
+    for fn in sorted(k[8:-5] for k in d.cols if k.startswith('rewards/') and k.endswith('/mean')):  # no error bars: 300 steps of them drew a solid block
+        fx, fm = d.col(f'rewards/{fn}/mean')
+        out.append(dict(type='scatter', name=fn, x=fx, y=smooth(fm), mode='lines', line_dash='dot'))
+    out += line(d, 'eval/reward', 'eval reward (greedy)', mode='lines+markers', marker=dict(symbol='diamond', size=9), line_dash='dash')
     return out + line(d, 'eval/accuracy', 'eval accuracy', mode='markers', marker=dict(symbol='star', size=10))
 
 # %% ../nbs/11_viz.ipynb #b14eed05
@@ -256,7 +285,7 @@ def _grpo_views() -> list[View]:
     keys = lambda d, ks, **kw: [t for k, n in ks for t in line(d, k, n, **kw)]
     return [
         View('reward', 'Reward (mean ± std, per function)', reward_traces),
-        View('kl_entropy', 'Entropy and KL', lambda d: line(d, 'kl', 'KL') + line(d, 'entropy', 'entropy', **({'yaxis': 'y2'} if 'kl' in d.cols else {})),
+        View('kl_entropy', 'Entropy (and KL when method.beta > 0)', lambda d: line(d, 'kl', 'KL') + line(d, 'entropy', 'entropy', **({'yaxis': 'y2'} if 'kl' in d.cols else {})),
              dict(yaxis2=dict(title='entropy', overlaying='y', side='right', showgrid=False, tickformat='.2f'))),
         View('clip', 'Clip ratios and zero-std groups', lambda d: keys(d, [
             ('clip_ratio/low_mean', 'clip low'), ('clip_ratio/high_mean', 'clip high'), ('clip_ratio/region_mean', 'clip region'),
@@ -281,7 +310,7 @@ def _apply_layout(fig, view:View, row:int, col:int):
     "A view's layout on its own subplot's axes (figure-wide keys such as `barmode` on the figure)."
     ax = {'xaxis': fig.get_subplot(row, col).xaxis.plotly_name, 'yaxis': fig.get_subplot(row, col).yaxis.plotly_name}
     if 'yaxis2' in view.layout: ax['yaxis2'] = fig.get_subplot(row, col, secondary_y=True).yaxis.plotly_name
-    for k, v in view.layout.items():
+    for k, v in {'xaxis_title': 'step', **view.layout}.items():
         axis, _, rest = k.partition('_')
         if axis not in ax: fig.layout.update({k: v}); continue
         fig.layout[ax[axis]].update({rest: v} if rest else {a: b for a, b in v.items() if a not in ('overlaying', 'side')})
@@ -292,15 +321,20 @@ def grid_figure(views:list[View|str], factory=go.Figure, cols:int=2):
     views = [VIEWS[v] if isinstance(v, str) else v for v in views]; rows = max(1, math.ceil(len(views)/cols))
     specs = [[{'secondary_y': 'yaxis2' in v.layout} for v in views[r*cols:(r+1)*cols]] for r in range(rows)]
     specs[-1] += [None]*(cols - len(specs[-1]))
-    fig = make_subplots(rows, cols, subplot_titles=[v.title for v in views], specs=specs, horizontal_spacing=0.1,
-                        figure=go.Figure(layout={'template': 'none'}))
-    fig.update_layout(**{k: v for k, v in STYLE.items() if k not in ('xaxis', 'yaxis', 'legend', 'height')}, height=300*rows,
-                      uirevision='ftnb', meta={'ftnb_views': [v.name for v in views], 'cols': cols})
-    fig.update_xaxes(**_grid); fig.update_yaxes(**_grid); fig.update_annotations(font_size=13)
+    # in pixels: each row 330 high; between rows room for the tick labels, the 'step' title, a legend row and the next title
+    height, top, bottom = 330*rows + 60, 60, 90  # top: plotly's toolbar sits above the first row's titles, not on them
+    plot_h = height - top - bottom
+    fig = make_subplots(rows, cols, subplot_titles=[v.title for v in views], specs=specs, horizontal_spacing=0.12,
+                        vertical_spacing=min(135/plot_h, 0.9/(rows-1)) if rows > 1 else 0.0, figure=go.Figure(layout={'template': 'none'}))
+    fig.update_layout(**{k: v for k, v in STYLE.items() if k not in ('xaxis', 'yaxis', 'legend', 'height', 'margin')}, height=height,
+                      margin=dict(l=55, r=30, t=top, b=bottom), uirevision='ftnb', meta={'ftnb_views': [v.name for v in views], 'cols': cols})
+    fig.update_xaxes(**_grid); fig.update_yaxes(**_grid)
     for i, v in enumerate(views):
         _apply_layout(fig, v, i//cols + 1, i%cols + 1)
         c = grid_cell(fig, v.name); xd, yd = fig.get_subplot(c['row'], c['col']).xaxis.domain, fig.get_subplot(c['row'], c['col']).yaxis.domain
-        fig.layout[c['legend']] = dict(x=xd[1], y=yd[1], xanchor='right', yanchor='top', font_size=10, bgcolor='rgba(255,255,255,0.6)')
+        fig.layout.annotations[i].update(x=xd[0], xanchor='left', font_size=13)  # the title over the subplot's left edge
+        # the legend under the subplot's axis title, outside the data
+        fig.layout[c['legend']] = dict(x=xd[0], y=yd[0] - 52/plot_h, xanchor='left', yanchor='top', orientation='h', font_size=10)
     return fig if factory is go.Figure else factory(fig)  # a FigureWidget built whole: one message, not one per axis
 
 def grid_cell(fig, view:str) -> dict|None:
@@ -530,6 +564,32 @@ def summary_html(d:RunData) -> str:
     "The summary rows as an HTML table (class `ftnb-summary`)."
     tr = ''.join(f"<tr><th style='text-align:left;padding:2px 12px 2px 0'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in run_summary(d))
     return f"<table class='ftnb-summary'>{tr}</table>"
+
+# %% ../nbs/11_viz.ipynb #4fdbb43b
+def _num(v:float) -> str: return f'{v/1e3:.1f}k' if abs(v) >= 1e4 else f'{v:.4g}'
+
+def headline(d:RunData) -> list[tuple[str, str]]:
+    "(label, value) pairs: step, ETA (while running), reward or loss (smoothed), tokens/s, GPU memory; those known."
+    ts = [(r['step'], r['time']) for r in d.rows if isinstance(r.get('step'), (int, float)) and isinstance(r.get('time'), (int, float))]
+    step = max((r.get('step') or 0 for r in d.rows), default=0)
+    out = [('step', f'{step}/{d.max_steps}' if d.max_steps and d.max_steps > 0 else str(step))]
+    if d.status is None and d.dir is None and d.max_steps and d.max_steps > step and len(ts) >= 2 and ts[-1][0] > ts[0][0] and ts[-1][1] > ts[0][1]:
+        out.append(('ETA', _secs((d.max_steps - step) * (ts[-1][1] - ts[0][1]) / (ts[-1][0] - ts[0][0]))))
+    for key in ('reward', 'loss'):
+        if y := [v for v in smooth(d.col(key)[1]) if v is not None]: out.append((key, f'{y[-1]:.4g}')); break
+    if (y := tokens_per_s(d)[1]) and isinstance(y[-1], (int, float)): out.append(('tokens/s', _num(y[-1])))
+    if mem := [p['mem_gib'] for e in d.timeline[-1:] for p in e.get('phases', []) if p.get('mem_gib') is not None]:
+        out.append(('GPU memory', f'{max(mem):.1f} GiB'))
+    return out
+
+def log_html(d:RunData, max_chars:int=400) -> str:
+    "The run's warnings and errors (Log events), escaped, folded under a one-line summary; '' when there are none."
+    ls = [l for l in d.logs if isinstance(l, Log) and l.level in ('warning', 'error')]
+    if not ls: return ''
+    cut = lambda m: m if len(m) <= max_chars else m[:max_chars] + ' …'
+    li = ''.join(f"<li>{html.escape(cut(l.message))}</li>" for l in ls)
+    return (f"<details class='ftnb-log'><summary style='color:#b9770e'>{len(ls)} warning{'s' if len(ls) > 1 else ''} from the run "
+            f"(also in events.jsonl)</summary><ul style='margin:2px 0;font-size:12px'>{li}</ul></details>")
 
 # %% ../nbs/11_viz.ipynb #03757a1b
 def _only(desc:str, sec:dict, cls) -> bool:

@@ -20,7 +20,7 @@ from .events import Checkpoint, EventQueue, Log, Metrics, RunEnd, RunStart
 # %% auto #0
 __all__ = ['TABS', 'SHOW_IF', 'field_paths', 'field_info', 'field_kind', 'field_bounds', 'RewardsInput', 'FieldWidget',
            'field_widget', 'to_yaml', 'to_python', 'linear_layer_names', 'StepClock', 'clock_callback', 'RunControl',
-           'dashboard_class', 'ConfigPanel', 'check_paths', 'check_machine']
+           'dashboard_class', 'ConfigPanel', 'check_paths', 'check_machine', 'summary_line']
 
 # %% ../nbs/12_widgets.ipynb #66321d4a
 def field_paths() -> list[str]:
@@ -226,6 +226,7 @@ def clock_callback(clock:StepClock):
     "A TrainerCallback that ticks `clock` at every optimizer step."
     from transformers import TrainerCallback
     class _Tick(TrainerCallback):
+        draws_console = True  # the panel's progress bar and status line: transformers' bars and printed dicts go (ftnb.runs.console_off)
         def on_train_begin(self, args, state, control, **kw): clock.begin(state.global_step, state.max_steps)
         def on_step_end(self, args, state, control, **kw): clock.tick(state.global_step)
     return _Tick()
@@ -249,6 +250,7 @@ class RunControl:
         self.stop_btn.on_click(lambda _: self.stop())
         self._lock, self._ready, self._active, self._threads, self._mirror = threading.Lock(), True, False, (), None
         self.events, self.result, self.error, self.end, self.checkpoints, self.dashboard, self.clock = [], None, None, None, [], None, StepClock()
+        self.on_run = []  # functions called with (True, cfg) when a run starts and (False, None) when it has ended (the panel folds its tabs)
 
 # %% ../nbs/12_widgets.ipynb #72779d37
 def _start(self, cfg:RunConfig|None=None, # the config to train (default: `get_config()`)
@@ -261,6 +263,7 @@ def _start(self, cfg:RunConfig|None=None, # the config to train (default: `get_c
         self.events, self.result, self.error, self.end, self.checkpoints, self.last = [], None, None, None, [], {}
         self._active = True
     self._buttons(); self.progress.value, self.progress.bar_style = 0, ''
+    for f in self.on_run: f(True, cfg)
     self._say(f'starting: {cfg.run_dir}', '#1565c0')
     try: self.dashboard = self._new_dashboard()
     except Exception as e:  # no live view, but the run goes on with the progress bar
@@ -333,6 +336,7 @@ def _finish(self, ui_error=None):
     self.progress.bar_style = _STATUS.get(status, ('', ''))[0]
     self._say(msg, _STATUS.get(status, ('', '#444'))[1])
     self._active = False; self._buttons()
+    for f in self.on_run: f(False, None)
 
 def _say(self, msg:str, color:str='#444'): self.status.value = f'<span style="color:{color}">{html.escape(str(msg))}</span>'
 
@@ -393,10 +397,15 @@ def _figure_outputs(figs:list) -> tuple[dict, ...]:
     return tuple({'output_type': 'display_data', 'data': {'text/plain': '<plotly figure>', **bundle(f)}, 'metadata': {}} for f in figs)
 
 def _mirror_figs(self):
-    "Show a handle-mode dashboard's figures by replacing the Output widget's outputs (widget state: safe from any thread)."
+    "Show a handle-mode dashboard (headline, status, hints, the views in widget mode's grid, the rollout browser) by replacing the Output widget's outputs (widget state: safe from any thread)."
     d = self.dashboard
     if self._mirror is None or d is None or getattr(d, 'draws', 0) == self._mirror: return
-    self._mirror = getattr(d, 'draws', 0); self.out.outputs = _figure_outputs(list(d.figs.values()))
+    self._mirror = getattr(d, 'draws', 0)
+    grid = d.grid() if hasattr(d, 'grid') else None
+    side = ({'output_type': 'display_data', 'data': {'text/html': d.side_html(), 'text/plain': 'ftnb status'}, 'metadata': {}},) if hasattr(d, 'side_html') else ()
+    self.out.outputs = side + _figure_outputs([grid] if grid is not None else list(d.figs.values()))
+    b = getattr(d, 'browser', None)
+    if b is not None and b.widget not in self.live.children: self.live.children = [self.out, b.widget]
 
 def _clicked(self):
     "Train button: start a run, or say why not."
@@ -475,7 +484,10 @@ def _build(self):
                         W.VBox([W.HTML('<b>Python</b>'), self.py_area], layout=W.Layout(width='50%'))]))
     self.tabs, r = W.Tab(tabs, titles=(*TABS, 'Export')), self.run
     self.bar = W.HBox([r.train_btn, r.stop_btn, self.resume, r.progress, r.label], layout=W.Layout(align_items='center'))
-    self.widget = W.VBox([self.tabs, self.check, self.bar, r.status, r.live])
+    self.summary, self.unfold = W.HTML().add_class('ftnb-summary'), _button('Show config', self.fold, 'ftnb-unfold')
+    self.folded = W.HBox([self.summary, self.unfold], layout=W.Layout(display='none', align_items='center'))
+    self.widget = W.VBox([self.folded, self.tabs, self.check, self.bar, r.status, r.live])
+    self.run.on_run.append(lambda running, cfg: self.fold(running, cfg))
     self.widget.add_class('ftnb-panel'); self.check.add_class('ftnb-check'); self.yaml_area.add_class('ftnb-yaml')
 
 ConfigPanel._build = _build
@@ -680,3 +692,21 @@ def _panel_yaml(self, path=None) -> str: # also write it to this file
 
 ConfigPanel.train, ConfigPanel.stop, ConfigPanel.wait = _train_panel, lambda self: self.run.stop(), lambda self, timeout=None: self.run.wait(timeout)
 ConfigPanel.to_yaml, ConfigPanel.to_python = _panel_yaml, lambda self: to_python(self.config)
+
+# %% ../nbs/12_widgets.ipynb #1a274e79
+def summary_line(cfg:RunConfig) -> str:
+    "The config in one line: method, adapter, model, data, length, learning rate, batch, run folder."
+    a, t = cfg.adapter, cfg.train
+    ad = 'full fine-tuning' if a.method == 'full' else f'{a.method} r{a.r} alpha {a.alpha:g}'
+    length = f'{t.max_steps} steps' if t.max_steps > 0 else f'{t.epochs:g} epoch' + ('s' if t.epochs != 1 else '')
+    return ' · '.join([cfg.method.name, ad, cfg.model.name_or_path, cfg.data.path, length, f'lr {t.lr:g}', f'batch {t.batch_size}×{t.grad_accum}']) + f' → {cfg.run_dir}'
+
+def _fold(self, running:bool|None=None, # True: fold the tabs into the summary line; False: open them; None: flip
+          cfg:RunConfig|None=None): # the config being trained (default: the panel's)
+    "Fold the tabs into one summary line while a run goes, or open them again."
+    show = self.tabs.layout.display != 'none' if running is None else running
+    if show: self.summary.value = f"<span style='font-size:13px'><b>training:</b> {html.escape(summary_line(cfg or self._cfg))}</span>"
+    self.tabs.layout.display = self.check.layout.display = 'none' if show else None
+    self.folded.layout.display = 'flex' if show else 'none'
+
+ConfigPanel.fold = _fold

@@ -1041,3 +1041,22 @@ def test_sigterm_during_fit_stops_the_run(tmp_path, active, handlers):
     r, t, res = train_run(cfg, max_steps=6, save_steps=5, limit=None, callbacks=[Term()])
     assert (res.status, res.step, runs.read_result(cfg.run_dir)['status']) == ('stopped', 2, 'stopped') and r.stop.is_set()
     assert names(runs.ckpt_dirs(cfg.run_dir)) == ['checkpoint-2']
+
+def test_a_watched_run_takes_its_threads_warnings(tmp_path, recwarn):
+    "With a queue (a view reads it), warnings raised in the run's thread go to its events once each, never to the console."
+    cfg = cfg_for(tmp_path)
+    def body():
+        with runs.Run(cfg, EventQueue()):
+            for _ in range(3): warnings.warn_explicit('old api', FutureWarning, 'lib.py', 7)
+    t = threading.Thread(target=body); t.start(); t.join()
+    logs = [(e.level, e.message) for e in read_events(cfg.run_dir) if e.kind == 'Log']
+    assert logs == [('warning', 'FutureWarning: old api (lib.py:7)'), ('warning', 'repeated: 3x FutureWarning: old api (lib.py:7)')]
+    assert not [w for w in recwarn if 'old api' in str(w.message)]  # not shown on the way Python shows warnings
+    assert warnings.showwarning.__name__ != '_show'                  # put back when the run ended
+
+def test_an_unwatched_run_leaves_warnings_alone(tmp_path):
+    "Without a queue (`ftnb.train(cfg)` in a cell) a warning is shown as Python shows it, and not logged."
+    cfg = cfg_for(tmp_path)
+    with pytest.warns(FutureWarning, match='plain'):
+        with runs.Run(cfg): warnings.warn_explicit('plain', FutureWarning, 'lib.py', 8)
+    assert not [e for e in read_events(cfg.run_dir) if e.kind == 'Log' and 'plain' in e.message]

@@ -224,3 +224,29 @@ def test_acceleration_tab_marks_what_this_machine_cannot_run(monkeypatch):
     assert panel.fields['accel.compile_backend'].box.layout.display == 'none'  # torch.compile's settings show only with it on
     panel.fields['accel.optim'].input.value = 'adamw_torch'; panel.fields['accel.torch_compile'].input.value = True
     assert panel.error is None and panel.fields['accel.compile_backend'].box.layout.display is None
+
+
+def test_handle_mode_panel_shows_what_widget_mode_shows(tmp_path):
+    "Handle mode (Colab): the headline, status and hints, all views in widget mode's grid, and the rollout browser; the tabs fold during the run."
+    import json, types
+    from ftnb.events import Rollouts, RunEnd, RunStart
+    seen = {}
+    def fake(cfg, queue=None, stop=None, callbacks=()):
+        seen['folded'] = panel.tabs.layout.display == 'none' and 'training:' in panel.summary.value
+        queue.put(RunStart(run_dir=str(cfg.run_dir), max_steps=3, config={'method': {'name': 'grpo'}}))
+        for s in (1, 2, 3): queue.put(Metrics(step=s, time=100.0 + s, values={'reward': 0.1 * s, 'loss': 1.0, 'grad_norm': 0.5}))
+        queue.put(Rollouts(step=3, rows=[dict(prompt='1+1=', completion='2', reward=1.0, advantage=0.5)]))
+        queue.put(RunEnd(step=3, status='finished'))
+        return types.SimpleNamespace(status='finished', step=3, run_dir=cfg.run_dir)
+    panel = ConfigPanel(RunConfig(train=dict(output_dir=str(tmp_path))), train_fn=fake, dashboard='handle')
+    panel.train(); assert panel.wait(30)
+    assert seen['folded'] and panel.tabs.layout.display is None  # folded while it ran, open again after
+    outs = panel.run.out.outputs
+    side = outs[0]['data']['text/html']
+    assert 'ftnb-headline' in side and 'ftnb-dash-status' in side and 'ftnb-hints' in side
+    fig = outs[1]['data']['application/vnd.plotly.v1+json']
+    assert len(outs) == 2 and fig['layout']['meta']['ftnb_views'] == ['reward', 'loss', 'grad_norm']  # one grid, as in widget mode
+    colors = {t['name']: t['line']['color'] for t in fig['data'] if t['type'] == 'scatter' and 'line' in t and 'color' in t['line']}
+    from ftnb.viz import color_of
+    assert colors['reward'] == color_of('reward') and colors['train loss'] == color_of('train loss')
+    assert panel.run.dashboard.browser.widget in panel.run.live.children
