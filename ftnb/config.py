@@ -281,6 +281,9 @@ def _checks(c) -> None:
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:
         b = c.train.batch_size * c.train.grad_accum
         raise ConfigError('train.batch_size', c.train.batch_size, f"make batch_size x grad_accum ({b}) a multiple of method.num_generations ({c.method.num_generations}), e.g. batch_size={c.method.num_generations}", "GRPO needs whole groups of completions in each batch")
+    if c.method.name == 'grpo' and (c.data.packing or c.data.padding_free):  # nothing would read them: see nbs/10_grpo
+        f = 'packing' if c.data.packing else 'padding_free'
+        raise ConfigError(f'data.{f}', True, f"turn data.{f} off for GRPO", "TRL's GRPOTrainer pads its training batch (prompt and completions under an attention mask) and has no packing")
     if c.method.name == 'grpo' and c.method.sync in ('adapter', 'shared') and (a.method in ('full', 'dora') or a.modules_to_save):
         what = 'full fine-tuning has no adapter' if a.method == 'full' else "vLLM's LoRA loader takes plain LoRA only (no DoRA, no modules_to_save)"
         raise ConfigError('method.sync', c.method.sync, "use 'auto' or 'merge'", what)

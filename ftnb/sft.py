@@ -6,7 +6,9 @@ Docs: https://ftnb.github.io/ftnb/sft.html.md"""
 
 # %% ../nbs/07_sft.ipynb #a23145a0
 from __future__ import annotations
-import threading, warnings
+import inspect, threading, warnings
+from functools import partial
+import torch
 
 from . import adapters, data, models
 from .config import ConfigError, RunConfig
@@ -14,13 +16,100 @@ from .events import EventQueue
 from .runs import Run, RunResult, trainer_kwargs
 
 # %% auto #0
-__all__ = ['training_args', 'build', 'train']
+__all__ = ['PACK_FIX', 'training_args', 'sample_starts', 'cross_pairs', 'varlen_ok', 'attention_layers', 'PackingGuard', 'build',
+           'train']
 
 # %% ../nbs/07_sft.ipynb #da6e2871
 def training_args(cfg:RunConfig, has_eval:bool=False, **extra):
     "TRL `SFTConfig` for `cfg` (extra kwargs override)."
     from trl import SFTConfig
     return SFTConfig(**{**trainer_kwargs(cfg, has_eval), **data.sft_kwargs(cfg.data), **extra})
+
+# %% ../nbs/07_sft.ipynb #7d46ef84
+def sample_starts(pos:torch.Tensor, # (B, T) position ids, restarting at 0 where a sample begins (TRL's padding-free collator)
+                 ) -> list[list[int]]:
+    "Where each sample of each row starts: the indices of the row's zero position ids."
+    return [(r == 0).nonzero().flatten().tolist() for r in pos]
+
+# %% ../nbs/07_sft.ipynb #9c78bf64
+def cross_pairs(mask:torch.Tensor|None, # (B|1, H|1, T, T) bool (sdpa), additive float (eager), or None (sdpa's is_causal)
+                starts:list[list[int]], # `sample_starts` of the batch
+                n:int,                  # T, tokens in a row
+               ) -> int:
+    "How many (query, key) pairs of different samples `mask` lets attend to each other: 0 means no cross-talk."
+    counts = []
+    for b, st in enumerate(starts):
+        spans = list(zip(st, [*st[1:], n]))
+        if mask is None: counts += [torch.tensor(a * (e - a)) for a, e in spans]; continue  # causal: every earlier key of the row
+        m = mask[b if mask.shape[0] > 1 else 0]
+        ok = (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).any(0)  # (T, T): attends in some head
+        counts += [ok[a:e, :a].sum() + ok[a:e, e:].sum() for a, e in spans]  # keys before the sample, and after it
+    return int(torch.stack(counts).sum()) if counts else 0
+
+# %% ../nbs/07_sft.ipynb #cb9034e4
+def varlen_ok(kw:dict,                # a flash-attention layer's keyword arguments
+              starts:list[list[int]], # `sample_starts` of the batch
+              n:int,                  # T, tokens in a row
+             ) -> bool:
+    "Whether flash attention gets the batch's sample boundaries: `cu_seq_lens_q` (TRL's collator) or restarting position ids."
+    if len(starts) != 1: return False  # transformers' varlen path takes one flattened row
+    if (cu := kw.get('cu_seq_lens_q')) is not None: return cu.tolist() == [*starts[0], n]
+    pos = kw.get('position_ids')
+    return pos is not None and sample_starts(pos.reshape(1, -1)) == starts
+
+# %% ../nbs/07_sft.ipynb #9b0c312f
+def attention_layers(model) -> dict:
+    "Name -> module of the innermost modules whose forward takes an `attention_mask`: a transformers model's attention layers."
+    takes = {m: 'attention_mask' in inspect.signature(m.forward).parameters for m in model.modules()}
+    return {k: m for k, m in model.named_modules() if takes[m] and not any(takes[c] for c in m.modules() if c is not m)}
+
+def _args(mod, args:tuple, kw:dict) -> dict:
+    "A module call's arguments by name, its **kwargs merged in."
+    sig = inspect.signature(mod.forward); a = dict(sig.bind_partial(*args, **kw).arguments)
+    var = [p.name for p in sig.parameters.values() if p.kind is p.VAR_KEYWORD]
+    return {**a.pop(var[0], {}), **a} if var else a
+
+# %% ../nbs/07_sft.ipynb #503adc07
+PACK_FIX = ("turn data.packing and data.padding_free off (padded batches keep samples apart); packing needs attention that masks "
+            "samples by their position ids: 'sdpa' or 'eager' (transformers 5) or 'flash_attention_2'")
+
+class PackingGuard:
+    "Hooks that check the first packed batch: a ConfigError if any attention layer lets a sample see another."
+    def __init__(self, model,                # the model to train (plain or PEFT), before training
+                 field:str='data.packing'): # the config field the error names
+        self.field, self.pos, self.packed, self.done, self.layers = field, None, False, set(), attention_layers(model)
+        self.impl = getattr(getattr(model, 'config', None), '_attn_implementation', None)
+        if not self.layers: raise ConfigError(field, True, PACK_FIX, f'{type(model).__name__} has no attention layer ftnb can check (no module whose forward takes attention_mask)')
+        self.handles = [model.register_forward_pre_hook(self._batch, with_kwargs=True)]
+        self.handles += [m.register_forward_pre_hook(partial(self._check, k), with_kwargs=True) for k, m in self.layers.items()]
+    def _batch(self, mod, args, kw):
+        a = _args(mod, args, kw); self.pos, self.packed = a.get('position_ids'), a.get('attention_mask') is None
+    def _fail(self, problem:str): raise ConfigError(self.field, True, PACK_FIX, problem)
+    def remove(self):
+        "Take the hooks off (done by itself once every layer passed)."
+        for h in self.handles: h.remove()
+        self.handles = []
+
+# %% ../nbs/07_sft.ipynb #d1eacb2f
+def _check(self:PackingGuard, name:str, mod, args, kw):
+    "One attention layer's call: its mask (or varlen arguments) against the batch's sample boundaries."
+    if not self.packed: return  # a padded call (an attention mask): not a packed batch
+    if self.pos is None: self._fail('a packed batch reached the model without position_ids: nothing tells attention where samples start')
+    starts, n = sample_starts(self.pos), self.pos.shape[-1]
+    if all(len(s) < 2 for s in starts): return  # one sample per row: nothing to cross yet
+    a, impl = _args(mod, args, kw), getattr(getattr(mod, 'config', None), '_attn_implementation', self.impl)
+    if 'flash' in str(impl):
+        if not varlen_ok(a, starts, n): self._fail(f'{name} ({impl}) got no sample boundaries (cu_seq_lens_q or position ids): packed samples would see each other')
+    else:
+        mask = a.get('attention_mask')
+        if not (mask is None or isinstance(mask, torch.Tensor) and mask.ndim == 4 and tuple(mask.shape[-2:]) == (n, n)):
+            self._fail(f'{name} ({impl}) got an attention mask ftnb cannot read: {type(mask).__name__} {tuple(getattr(mask, "shape", ()))}')
+        if k := cross_pairs(mask, starts, n):
+            self._fail(f'{name} ({impl}) lets {k} query-key pairs of different samples attend to each other: packed samples would see each other')
+    self.done.add(name)
+    if len(self.done) == len(self.layers): self.remove()
+
+PackingGuard._check = _check
 
 # %% ../nbs/07_sft.ipynb #62ef5530
 def build(cfg:RunConfig):
@@ -45,4 +134,8 @@ def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=N
             warnings.filterwarnings('ignore', message='.*padding-free.*')
             trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                  processing_class=tok, callbacks=[*callbacks, *run.callbacks])  # the run's last: they see a stop set by these
-        return run.fit(trainer)
+        flat = getattr(trainer, 'padding_free', cfg.data.packing or cfg.data.padding_free)  # TRL's collator flattens rows (bfd packing too)
+        guard = PackingGuard(trainer.model, 'data.packing' if cfg.data.packing else 'data.padding_free') if flat else None
+        try: return run.fit(trainer)
+        finally:
+            if guard: guard.remove()

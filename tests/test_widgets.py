@@ -31,10 +31,7 @@ def _other_value(path, now):
 
 # Each of these, in a config where its change is valid: it round-trips through the panel too (see the test below).
 ALONE = {'data.response_template': {'data': {'format': 'text', 'response_template': '### Answer:'}},
-         'method.num_generations': {'method': {'name': 'grpo', 'num_generations': 4}, 'train': {'batch_size': 8}},
-         'train.batch_size': {'method': {'name': 'grpo', 'num_generations': 8}, 'train': {'batch_size': 16}},
-         'method.sync': {'method': {'name': 'grpo', 'sync': 'merge'}},
-         'method.engine': {'method': {'name': 'grpo', 'engine': 'server'}},
+         'method.name': {'method': {'name': 'grpo'}},
          'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}}, 'accel.fsdp': {'accel': {'fsdp': True}},
          'data.overlap': {'data': {'format': 'text', 'too_long': 'split', 'overlap': 16}}}
 
@@ -42,10 +39,7 @@ ALONE = {'data.response_template': {'data': {'format': 'text', 'response_templat
 # such check has its own test (tests/test_errors.py). Any other field that fails to change is a failure.
 CANNOT_CHANGE_ALONE = {
     'data.response_template': 'applies to the text format, and the walk set data.format to messages',
-    'method.num_generations': 'GRPO needs batch_size x grad_accum to be a multiple of it',
-    'train.batch_size': 'the same GRPO group check, from the batch side',
-    'method.sync': "'adapter' needs plain LoRA, and the walk chose another adapter method",
-    'method.engine': "'server' on the trainer's GPU takes a plain LoRA adapter only, and the walk chose modules_to_save",
+    'method.name': "GRPO refuses data.packing, which the walk turned on (so the GRPO-only fields after it change under sft)",
     'accel.fp8': 'FP8 cannot be combined with the gptq_lora the walk chose',
     'accel.qat': 'QAT cannot be combined with the gptq_lora the walk chose',
     'accel.fsdp': 'FSDP2 cannot shard the gptq_lora weights the walk chose',
