@@ -76,7 +76,7 @@ def rollout_pages(n_groups:int, per_page:int) -> int:
 def _group_summary(rows, whole) -> str:
     "The group's size and rewards, from all its rows at the step (`whole`); how many of them the filter kept."
     rw = [float(v) for v in whole['reward'] if not _missing(v)] if 'reward' in whole else []
-    out = f'{len(whole)} completions'
+    out = f"{len(whole)} completion{'s' * (len(whole) != 1)}"
     if rw: out += f' · reward mean {sum(rw)/len(rw):.3f} ({min(rw):.3f} to {max(rw):.3f})'
     if len(rows) < len(whole): out += f' · {len(rows)} match the filter'
     if len(rw) > 1 and max(rw) - min(rw) < 1e-9:  # TRL's frac_reward_zero_std counts these groups
@@ -124,7 +124,7 @@ def rollout_groups_html(table,             # the rows to show: `rollout_table`'s
     n = rollout_pages(len(groups), per_page); page = min(max(1, page), n); lo = (page - 1) * per_page
     shown, col = groups[lo:lo + per_page], reward_colors([c[8:] for c in full if c.startswith('rewards/')])
     head = ([f'step {step}'] if step is not None else []) + [f'prompts {lo+1}-{lo+len(shown)} of {len(groups)}',
-            f'{len(table)} of {len(full)} completions match the filter' if len(table) < len(full) else f'{len(full)} completions']
+            f'{len(table)} of {len(full)} completions match the filter' if len(table) < len(full) else f"{len(full)} completion{'s' * (len(full) != 1)}"]
     head += [f'page {page} of {n}'] * pager + ['this run logged no reference answers'] * ('answer' not in full)
     return _box(f"<div class='ftnb-rollouts-summary'>{' · '.join(head)}</div>"
                 + ''.join(_group_html(k, r, whole[tuple(k.values())], max_chars, col) for k, r in shown))
