@@ -56,7 +56,7 @@ def _more(v, max_chars:int) -> str:
 
 def _num(v, signed:bool=False) -> str:
     if _missing(v): return '—'  # a reward function that gave no score
-    return f'{v:+.3f}' if signed and isinstance(v, float) else f'{v:.3f}' if isinstance(v, float) else html.escape(str(v))
+    return f'{v:+.3f}' if signed and isinstance(v, float) and v else f'{v:.3f}' if isinstance(v, float) else html.escape(str(v))
 
 def rollout_groups(table) -> list[tuple[dict, object]]:
     "A rollout table split by prompt (and reference answer): one (key, rows) per group, in the order each first appears."
@@ -104,7 +104,8 @@ _CSS = ("<style>.ftnb-rollouts-groups{font-size:13px}.ftnb-rollouts-group{border
         ".ftnb-rollouts-prompt,.ftnb-rollouts-groups td{white-space:pre-wrap;font-family:monospace;font-size:12px}"
         ".ftnb-rollouts-prompt{background:#f5f7fb;padding:4px 6px;margin:2px 0}.ftnb-rollouts-stats{color:#555;margin:2px 0}"
         ".ftnb-rollouts-groups td,.ftnb-rollouts-groups th{vertical-align:top;text-align:left;padding:2px 8px}"
-        ".ftnb-rollouts-completion{max-width:640px}.ftnb-rollouts-more summary{cursor:pointer;color:#636efa}</style>")
+        ".ftnb-rollouts-completions{width:100%}.ftnb-rollouts-completions td:not(.ftnb-rollouts-completion){white-space:nowrap}"
+        ".ftnb-rollouts-completion{width:70%}.ftnb-rollouts-more summary{cursor:pointer;color:#636efa}</style>")
 
 def _box(body:str) -> str: return f"{_CSS}<div class='ftnb-rollouts-groups'>{body}</div>"
 
