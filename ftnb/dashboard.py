@@ -15,11 +15,11 @@ import plotly.io as pio
 from .config import ConfigError
 from .events import Event
 from .viz import (GRPO_VIEWS, SFT_VIEWS, VIEWS, RunData, grid_figure, headline, health, hints_html, load_run, log_html, new_figure,
-                      rollout_columns, rollout_html, rollout_table, status_text, sync, sync_all, view_order)
+                      reward_colors, rollout_columns, rollout_table, status_text, sync, sync_all, view_order)
 
 # %% auto #0
-__all__ = ['MODES', 'has_figure_widget', 'pick_mode', 'mime_bundle', 'RolloutBrowser', 'Dashboard', 'signature', 'headline_html',
-           'open_run']
+__all__ = ['MODES', 'has_figure_widget', 'pick_mode', 'mime_bundle', 'rollout_groups', 'rollout_pages', 'rollout_groups_html',
+           'rollouts_page', 'RolloutBrowser', 'Dashboard', 'signature', 'headline_html', 'open_run']
 
 # %% ../nbs/11b_dashboard.ipynb #2211bf4a
 MODES = ('auto', 'widget', 'handle')
@@ -44,60 +44,181 @@ def mime_bundle(fig:go.Figure) -> dict:
     b = fig._repr_mimebundle_(validate=False) or {'application/vnd.plotly.v1+json': json.loads(pio.to_json(fig, validate=False))}
     return {'text/plain': f'<plotly figure: {fig.layout.title.text}>', **b}
 
+# %% ../nbs/11b_dashboard.ipynb #b4d1e0f2
+def _missing(v) -> bool: return v is None or (isinstance(v, float) and math.isnan(v))
+
+def _more(v, max_chars:int) -> str:
+    "Text, escaped, cut at `max_chars`; the rest in a <details> that opens on a click."
+    s = '' if _missing(v) else str(v)
+    if len(s) <= max_chars: return html.escape(s)
+    return (f"{html.escape(s[:max_chars])}<details class='ftnb-rollouts-more'><summary>{len(s)-max_chars:,} more characters</summary>"
+            f"{html.escape(s[max_chars:])}</details>")
+
+def _num(v, signed:bool=False) -> str:
+    if _missing(v): return '—'  # a reward function that gave no score
+    return f'{v:+.3f}' if signed and isinstance(v, float) and v else f'{v:.3f}' if isinstance(v, float) else html.escape(str(v))
+
+def rollout_groups(table) -> list[tuple[dict, object]]:
+    "A rollout table split by prompt (and reference answer): one (key, rows) per group, in the order each first appears."
+    if table is None or len(table) == 0: return []
+    cols = [c for c in ('prompt', 'answer') if c in table]
+    keys = list(zip(*[[None if _missing(v) else v for v in table[c]] for c in cols])) if cols else [()] * len(table)
+    at = {}
+    for i, k in enumerate(keys): at.setdefault(k, []).append(i)
+    return [(dict(zip(cols, k)), table.iloc[ix]) for k, ix in at.items()]
+
+def rollout_pages(n_groups:int, per_page:int) -> int:
+    "How many pages `n_groups` prompt groups fill (at least 1)."
+    if per_page < 1: raise ConfigError('per_page', per_page, 'show 1 or more prompt groups per page', 'not a page size')
+    return max(1, math.ceil(n_groups / per_page))
+
+# %% ../nbs/11b_dashboard.ipynb #c5e2f1a3
+def _group_summary(rows, whole) -> str:
+    "The group's size and rewards, from all its rows at the step (`whole`); how many of them the filter kept."
+    rw = [float(v) for v in whole['reward'] if not _missing(v)] if 'reward' in whole else []
+    out = f"{len(whole)} completion{'s' * (len(whole) != 1)}"
+    if rw: out += f' · reward mean {sum(rw)/len(rw):.3f} ({min(rw):.3f} to {max(rw):.3f})'
+    if len(rows) < len(whole): out += f' · {len(rows)} match the filter'
+    if len(rw) > 1 and max(rw) - min(rw) < 1e-9:  # TRL's frac_reward_zero_std counts these groups
+        out += " · <span style='color:#b9770e'>all rewards equal: zero advantage, this prompt teaches nothing</span>"
+    return out
+
+def _group_html(key:dict, rows, whole, max_chars:int, col:dict) -> str:
+    "One prompt group: the prompt once, the reference answer, a summary line, then a row per completion."
+    nums = [c for c in rows if c in col] + [c for c in ('advantage', 'length') if c in rows]
+    rest = [c for c in rows if c not in ('prompt', 'answer', 'completion', *nums)]
+    th = ''.join(f"<th style='color:{col[c]}'>{html.escape(c.removeprefix('rewards/'))}</th>" if c in col else f'<th>{html.escape(c)}</th>'
+                 for c in nums + rest)
+    sign = lambda v: '' if _missing(v) or v == 0 else f" style='color:{'#2a7' if v > 0 else '#c0392b'}'"
+    trs = ''.join("<tr><td class='ftnb-rollouts-completion'>" + _more(r.get('completion'), max_chars) + '</td>'
+                  + ''.join(f"<td{sign(r[c]) if c == 'advantage' else ''}>{_num(r[c], c == 'advantage')}</td>" for c in nums)
+                  + ''.join(f'<td>{_more(r[c], max_chars)}</td>' for c in rest) + '</tr>' for r in rows.to_dict('records'))
+    ans = '' if 'answer' not in key else ("<div class='ftnb-rollouts-answer'><b>reference answer</b>: " +
+          ('<i>none in the data</i>' if key['answer'] is None else f"<code>{_more(key['answer'], max_chars)}</code>") + '</div>')
+    return (f"<div class='ftnb-rollouts-group' style='border-color:{col['reward']}'><div class='ftnb-rollouts-prompt'>{_more(key.get('prompt'), max_chars)}</div>"
+            f"{ans}<div class='ftnb-rollouts-stats'>{_group_summary(rows, whole)}</div>"
+            f"<table class='ftnb-rollouts-completions'><thead><tr><th>completion</th>{th}</tr></thead><tbody>{trs}</tbody></table></div>")
+
+# %% ../nbs/11b_dashboard.ipynb #d6f3a2b4
+_CSS = ("<style>.ftnb-rollouts-groups{font-size:13px}.ftnb-rollouts-group{border-left:3px solid;margin:8px 0 14px;padding:2px 0 2px 10px}"
+        ".ftnb-rollouts-prompt,.ftnb-rollouts-groups td{white-space:pre-wrap;font-family:monospace;font-size:12px}"
+        ".ftnb-rollouts-prompt{background:#f5f7fb;padding:4px 6px;margin:2px 0}.ftnb-rollouts-stats{color:#555;margin:2px 0}"
+        ".ftnb-rollouts-groups td,.ftnb-rollouts-groups th{vertical-align:top;text-align:left;padding:2px 8px}"
+        ".ftnb-rollouts-completions{width:100%}.ftnb-rollouts-completions td:not(.ftnb-rollouts-completion){white-space:nowrap}"
+        ".ftnb-rollouts-completion{width:70%}.ftnb-rollouts-more summary{cursor:pointer;color:#636efa}</style>")
+
+def _box(body:str) -> str: return f"{_CSS}<div class='ftnb-rollouts-groups'>{body}</div>"
+
+def rollout_groups_html(table,             # the rows to show: `rollout_table`'s output (filtered, sorted)
+                        full=None,         # the step's rows before the filter (default: `table`): counts, group summaries
+                        page:int=1,        # which page (1-based; clamped to the pages there are)
+                        per_page:int=4,    # prompt groups per page
+                        max_chars:int=1500, # longer texts are cut; the rest opens on a click
+                        step:int|None=None, # named in the summary line
+                        pager:bool=True,   # say "page k of n" (the widget says it beside its buttons instead)
+                       ) -> str:
+    "One page of a step's rollouts grouped by prompt, as escaped HTML (class `ftnb-rollouts-groups`)."
+    full = table if full is None else full
+    if full is None or len(full) == 0: return _box('<i>no rollouts yet</i>')
+    if table is None or len(table) == 0: return _box(f'<i>no rollout matches the filter ({len(full)} at this step)</i>')
+    groups, whole = rollout_groups(table), {tuple(k.values()): r for k, r in rollout_groups(full)}
+    n = rollout_pages(len(groups), per_page); page = min(max(1, page), n); lo = (page - 1) * per_page
+    shown, col = groups[lo:lo + per_page], reward_colors([c[8:] for c in full if c.startswith('rewards/')])
+    head = ([f'step {step}'] if step is not None else []) + [f'prompts {lo+1}-{lo+len(shown)} of {len(groups)}',
+            f'{len(table)} of {len(full)} completions match the filter' if len(table) < len(full) else f"{len(full)} completion{'s' * (len(full) != 1)}"]
+    head += [f'page {page} of {n}'] * pager + ['this run logged no reference answers'] * ('answer' not in full)
+    return _box(f"<div class='ftnb-rollouts-summary'>{' · '.join(head)}</div>"
+                + ''.join(_group_html(k, r, whole[tuple(k.values())], max_chars, col) for k, r in shown))
+
+# %% ../nbs/11b_dashboard.ipynb #b0d7e6f8
+def rollouts_page(data:RunData, step:int|None=None, # default: the newest step with rollouts
+                  page:int=1, per_page:int=4, sort_by:str|None='reward', filter_text:str='', max_chars:int=1500) -> str:
+    "A page of the rollouts of `step`, grouped by prompt, as HTML (no widgets needed)."
+    steps = data.rollout_steps()
+    if not steps: return rollout_groups_html(None)
+    if step is None: step = steps[-1]
+    if step not in data.rollouts: raise ConfigError('step', step, f'use a step with rollouts, {steps[0]} to {steps[-1]}', 'no rollouts were logged at this step')
+    df = data.rollouts_at(step)
+    t = rollout_table(df, step, sort_by if sort_by in df else None, filter_text)
+    return rollout_groups_html(t, df, page, per_page, max_chars, step)
+
 # %% ../nbs/11b_dashboard.ipynb #58cc65a1
 class RolloutBrowser:
-    "Pick a step, sort and filter its rollouts: prompt, completion, each function's reward, the advantage."
-    def __init__(self, data:RunData|str|Path, max_chars:int=1500):
+    "A step's rollouts grouped by prompt, a page at a time: pick the step (slider or number), sort, filter, page."
+    def __init__(self, data:RunData|str|Path, max_chars:int=1500, # longer texts are cut; the rest opens on a click
+                 per_page:int=4): # prompt groups per page
         import ipywidgets as W
-        self.data, self.max_chars, self._busy = data if isinstance(data, RunData) else load_run(data), max_chars, False
+        rollout_pages(0, per_page)  # a bad page size fails here, with its fix
+        self.data = data if isinstance(data, RunData) else load_run(data)
+        self.max_chars, self.per_page, self.page, self._busy, self._range = max_chars, per_page, 1, False, ()  # (): never drawn
         lay = lambda w: W.Layout(width=w)
-        self.step = W.Dropdown(description='step', layout=lay('170px')).add_class('ftnb-rollouts-step')
+        self.step = W.IntSlider(description='step', min=0, max=0, disabled=True, continuous_update=False,  # redraw on release, not per step dragged past
+                                layout=lay('360px')).add_class('ftnb-rollouts-step')
         self.sort = W.Dropdown(description='sort by', options=['reward'], layout=lay('250px')).add_class('ftnb-rollouts-sort')
         self.descending = W.Checkbox(value=True, description='descending', indent=False, layout=lay('110px')).add_class('ftnb-rollouts-desc')
-        self.filter = W.Text(description='filter', placeholder='text in prompt or completion', layout=lay('300px')).add_class('ftnb-rollouts-filter')
-        self.count, self.table = W.Label(), W.HTML().add_class('ftnb-rollouts-table')
+        self.filter = W.Text(description='filter', placeholder='text in prompt, answer or completion', layout=lay('300px')).add_class('ftnb-rollouts-filter')
+        self.prev, self.next = (W.Button(description=d, layout=lay('80px')).add_class(f'ftnb-rollouts-{c}') for d, c in (('◀ prev', 'prev'), ('next ▶', 'next')))
+        self.pages, self.table = W.Label().add_class('ftnb-rollouts-page'), W.HTML().add_class('ftnb-rollouts-table')
         for w in (self.step, self.sort, self.descending, self.filter): w.observe(self._changed, 'value')
-        bar = W.HBox([self.step, self.sort, self.descending, self.filter, self.count])
-        self.widget = W.VBox([W.HTML('<b>Rollouts</b>'), bar, self.table]).add_class('ftnb-rollouts')
+        self.prev.on_click(lambda _: self.go(self.page - 1)); self.next.on_click(lambda _: self.go(self.page + 1))
+        bar, pager = W.HBox([self.step, self.sort, self.descending, self.filter]), W.HBox([self.prev, self.pages, self.next])
+        self.widget = W.VBox([W.HTML('<b>Rollouts</b>'), bar, pager, self.table]).add_class('ftnb-rollouts')
         self.refresh()
 
     def _changed(self, _=None):
-        if not self._busy: self.render()
+        if not self._busy: self.page = 1; self.render()  # the user's new step, sort or filter: from page 1
+
+    def go(self, page:int):
+        "Show page `page` (1-based, clamped to the pages there are)."
+        self.page = page; self.render()
 
     def _ipython_display_(self):
         from IPython.display import display; display(self.widget)
 
 # %% ../nbs/11b_dashboard.ipynb #354a452b
 def _refresh(self:RolloutBrowser):
-    "Take new steps from the data; keep following the newest step unless the user picked another."
+    "Take new steps from the data: the slider spans the logged steps and follows the newest unless the user picked another."
     steps = self.data.rollout_steps()
-    if steps == list(self.step.options): return
-    old = list(self.step.options); follow = self.step.value is None or (old and self.step.value == old[-1])
+    rng = (steps[0], steps[-1]) if steps else None
+    if rng == self._range: return
+    s, follow = self.step, not self._range or self.step.value == self._range[1]
     self._busy = True
     try:
-        self.step.options = steps
-        if steps and follow: self.step.value = steps[-1]
+        if rng and rng[0] > s.max: s.max, s.min = rng[1], rng[0]  # in this order: ipywidgets refuses min > max
+        elif rng: s.min, s.max = rng
+        if rng and follow: s.value = rng[1]
+        s.disabled, self._range = rng is None, rng
     finally: self._busy = False
     self.render()
 
 def _view(self:RolloutBrowser):
-    "The rollouts the controls select, as a DataFrame."
-    df = self.data.rollouts_at(self.step.value) if self.step.value is not None else None
-    sort = self.sort.value if df is not None and self.sort.value in df else None
+    "The selected step's rollouts (None before any) and the rows the sort and filter select, as DataFrames."
+    if not self._range: return None, None
+    df = self.data.rollouts_at(self.step.value)
+    sort = self.sort.value if self.sort.value in df else None
     return df, rollout_table(df, self.step.value, sort, self.filter.value, ascending=not self.descending.value)
 
+def _snap(self:RolloutBrowser):
+    "Move the slider off a step without rollouts, to the nearest logged one."
+    v = self.step.value
+    if not self._range or v in self.data.rollouts: return
+    self._busy = True
+    try: self.step.value = min(self.data.rollout_steps(), key=lambda s: (abs(s - v), s))
+    finally: self._busy = False
+
 def _render(self:RolloutBrowser):
-    "Draw the table for the selected step, sort and filter."
-    df, t = self.view()
-    opts = tuple(c for c in rollout_columns(df) if c not in ('prompt', 'completion')) + ('prompt', 'completion') if df is not None and len(df) else ()
+    "Draw the selected step's page of prompt groups and the pager."
+    self._snap(); df, t = self.view()
+    opts = tuple(c for c in rollout_columns(df) if c not in ('prompt', 'answer', 'completion')) + ('prompt', 'completion') if df is not None and len(df) else ()
     if opts and opts != self.sort.options:
         self._busy = True
         try: self.sort.options = opts
         finally: self._busy = False
-    self.count.value = f'{0 if t is None else len(t)} of {0 if df is None else len(df)} rows'
-    self.table.value = rollout_html(t, self.max_chars)
+    n = rollout_pages(len(rollout_groups(t)), self.per_page); self.page = min(max(1, self.page), n)
+    self.pages.value, self.prev.disabled, self.next.disabled = f'page {self.page} of {n}', self.page <= 1, self.page >= n
+    self.table.value = rollout_groups_html(t, df, self.page, self.per_page, self.max_chars, None if df is None else self.step.value, pager=False)
 
-RolloutBrowser.refresh, RolloutBrowser.view, RolloutBrowser.render = _refresh, _view, _render
+RolloutBrowser.refresh, RolloutBrowser.view, RolloutBrowser.render, RolloutBrowser._snap = _refresh, _view, _render, _snap
 
 # %% ../nbs/11b_dashboard.ipynb #57af5807
 _warm = set()
@@ -125,7 +246,7 @@ class Dashboard:
         self.data, self.views, self._order = data or RunData(), [VIEWS[v] for v in (views or VIEWS)], views
         self.figs, self.draws, self.shown, self.browser = {}, 0, False, None
         self._last, self._dirty, self._lock, self.draw_s = -math.inf, data is not None, threading.RLock(), 0.0
-        self._handles, self._box, self._side, self._sigs, self.figure = {}, None, '', {}, None
+        self._handles, self._box, self._side, self._sigs, self.figure, self._ro = {}, None, '', {}, None, None
 
     def update(self, events=()) -> bool:
         "Add `events` (a list, or one event); redraw if the last redraw is old enough. True if it redrew."
@@ -223,6 +344,11 @@ def _side_html(self:Dashboard) -> str:
     return (headline_html(headline(d)) + f"<div class='ftnb-dash-status'><b>{html.escape(st)}</b></div>"
             + hints_html(health(d.rows[-50:], d.config), d.status) + log_html(d))
 
+def _rollouts_bundle(self:Dashboard) -> dict:
+    "Without ipywidgets: the first page of the newest step's rollouts, grouped by prompt, as a raw HTML bundle."
+    if not self.data.rollouts: return {'text/plain': ''}
+    return {'text/html': rollouts_page(self.data), 'text/plain': f'rollouts of step {max(self.data.rollouts)}'}
+
 def _draw_side(self:Dashboard, new_figs:bool=False):
     "Update the status and hints, and the rollout browser; add new figures to the grid."
     side = self.side_html()
@@ -234,8 +360,8 @@ def _draw_side(self:Dashboard, new_figs:bool=False):
         self.browser = RolloutBrowser(self.data); new_figs = True
         if 'rollouts' in self._handles: self._handles['rollouts'].update(self.browser.widget)
     elif self.browser is not None: self.browser.refresh()
-    elif self.data.rollouts and 'rollouts' in self._handles:  # no ipywidgets: the last step's table as HTML
-        self._handles['rollouts'].update({'text/html': rollout_html(rollout_table(self.data.rollouts_at(), sort_by='reward'))}, raw=True)
+    elif self.data.rollouts and 'rollouts' in self._handles and (b := self.rollouts_bundle()) != self._ro:  # no ipywidgets
+        self._ro = b; self._handles['rollouts'].update(b, raw=True)
     if new_figs and self._box is not None: self._fill_box()
 
 def _has_ipywidgets() -> bool:
@@ -243,7 +369,7 @@ def _has_ipywidgets() -> bool:
     except ImportError: return False
     return True
 
-Dashboard.side_html, Dashboard._draw_side = _side_html, _draw_side
+Dashboard.side_html, Dashboard._draw_side, Dashboard.rollouts_bundle = _side_html, _draw_side, _rollouts_bundle
 
 # %% ../nbs/11b_dashboard.ipynb #68451369
 def _widget(self:Dashboard):
@@ -287,7 +413,8 @@ def _display(self:Dashboard):
             if n in self.figs: self._handles[n] = display(mime_bundle(self.figs[n]), raw=True, display_id=True)
             elif live: self._handles[n] = display({'text/plain': ''}, raw=True, display_id=True)
         if self.browser is not None: self._handles['rollouts'] = display(self.browser.widget, display_id=True)
-        elif live or self.data.rollouts: self._handles['rollouts'] = display({'text/plain': ''}, raw=True, display_id=True)
+        elif live or self.data.rollouts:  # without ipywidgets: the rollouts as HTML (a finished run draws no more)
+            self._ro = self.rollouts_bundle(); self._handles['rollouts'] = display(self._ro, raw=True, display_id=True)
 
 Dashboard.display = _display
 

@@ -208,6 +208,9 @@ class RolloutTrainer(GRPOTrainer):
     _pending: dict|None = None  # the batch whose importance-sampling ratio the next log-prob forward makes
     def _generate_and_score_completions(self, inputs):
         t0 = time.time()
+        log = getattr(self, '_log_completion_extra', None)  # TRL's `log_extra`: it gathers the column across processes as it does the prompts
+        if log and inputs and 'answer' in inputs[0]:  # the reference answer beside each completion, in the rollout log
+            log('answer', [None if x['answer'] is None else R.text_of(x['answer']) for x in inputs])
         skip = self._reuses_logprobs()
         if skip: self.vllm_importance_sampling_correction = False  # TRL then skips its old-policy forward; the loss makes the ratio
         try: out = super()._generate_and_score_completions(inputs)
@@ -306,7 +309,7 @@ def rollout_rows(trainer:GRPOTrainer, # after a generation
                  n:int,               # completions in the generation batch
                  lengths:list[int],   # tokens in each completion
                 )->list[dict]:
-    "The last generation batch, from what TRL keeps for logging: prompt, completion, reward, rewards/<fn>, advantage, length."
+    "The last generation batch, from what TRL keeps for logging: prompt, completion, reward, rewards/<fn>, advantage, length, and its extra columns (answer)."
     L, last = trainer._logs, lambda d: list(d)[-n:]
     names, w = trainer.reward_func_names, trainer.reward_weights.tolist()
     per = {k: last(L['rewards'][k]) for k in names}

@@ -22,12 +22,12 @@ from .events import Event, Log, Checkpoint, Metrics, Rollouts, RunEnd, RunStart,
 # %% auto #0
 __all__ = ['DATA_KEYS', 'PALETTE', 'STYLE', 'PHASE_ORDER', 'VIEWS', 'SFT_VIEWS', 'GRPO_VIEWS', 'metrics_table', 'series',
            'RunData', 'load_run', 'View', 'line', 'smooth', 'smoothed', 'color_of', 'new_figure', 'sync', 'sync_all',
-           'tokens_per_s', 'tokens_traces', 'reward_traces', 'step_split', 'step_time_traces', 'memory_traces',
-           'view_order', 'grid_figure', 'grid_cell', 'figure', 'figures_of', 'loss_figure', 'Hint', 'last',
-           'hint_zero_std', 'hint_length', 'hint_entropy', 'hint_kl', 'hint_clip', 'hint_reward_flat', 'hint_nan',
-           'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table', 'rollout_html',
-           'status_text', 'run_summary', 'summary_html', 'headline', 'log_html', 'field_applies', 'applied_config',
-           'config_html', 'write_report']
+           'tokens_per_s', 'tokens_traces', 'reward_colors', 'reward_traces', 'step_split', 'step_time_traces',
+           'memory_traces', 'view_order', 'grid_figure', 'grid_cell', 'figure', 'figures_of', 'loss_figure', 'Hint',
+           'last', 'hint_zero_std', 'hint_length', 'hint_entropy', 'hint_kl', 'hint_clip', 'hint_reward_flat',
+           'hint_nan', 'hint_grad', 'hint_eval', 'health', 'hints_html', 'rollout_columns', 'rollout_table',
+           'rollout_html', 'status_text', 'run_summary', 'summary_html', 'headline', 'log_html', 'field_applies',
+           'applied_config', 'config_html', 'write_report']
 
 # %% ../nbs/11_viz.ipynb #ccecc9ab
 def metrics_table(run_dir) -> list[dict]:
@@ -231,17 +231,22 @@ def _sft_views() -> list[View]:
             View('tokens', 'Tokens per second', tokens_traces)]
 
 # %% ../nbs/11_viz.ipynb #9b1d00de
+def reward_colors(fns:list[str]) -> dict[str, str]:
+    "Colours of the total reward and of each reward function (by rollout column: 'reward', 'rewards/<fn>'), shared by the reward view and the rollout browser."
+    return {'reward': color_of('reward'), **{f'rewards/{f}': color_of(f) for f in fns}}  # the colours the reward view draws them in
+
 def reward_traces(d:RunData) -> list[dict]:
     "Overall reward (smoothed, raw points faint) with a ±std band, each reward function's smoothed mean, and the held-out greedy reward and accuracy as points."
     x, m = d.col('reward'); out = []
     sx, sd = d.col('reward_std')
+    fns = sorted(k[8:-5] for k in d.cols if k.startswith('rewards/') and k.endswith('/mean'))
     if x and sx == x:
         ok = [i for i in range(len(x)) if m[i] is not None and sd[i] is not None]
         xs, lo, hi = [x[i] for i in ok], [m[i]-sd[i] for i in ok], [m[i]+sd[i] for i in ok]
         out.append(dict(type='scatter', name='reward ± std', x=xs + xs[::-1], y=hi + lo[::-1], fill='toself', showlegend=False,
                         line_width=0, fillcolor='rgba(99,110,250,0.15)', hoverinfo='skip', legendgroup='reward'))
     out += smoothed(d, 'reward', 'reward', line_width=3)
-    for fn in sorted(k[8:-5] for k in d.cols if k.startswith('rewards/') and k.endswith('/mean')):  # no error bars: 300 steps of them drew a solid block
+    for fn in fns:  # no error bars: 300 steps of them drew a solid block
         fx, fm = d.col(f'rewards/{fn}/mean')
         out.append(dict(type='scatter', name=fn, x=fx, y=smooth(fm), mode='lines', line_dash='dot'))
     out += line(d, 'eval/reward', 'eval reward (greedy)', mode='lines+markers', marker=dict(symbol='diamond', size=9), line_dash='dash')
@@ -466,7 +471,7 @@ def hints_html(hints:list[Hint],
 # %% ../nbs/11_viz.ipynb #8ef5579d
 def rollout_columns(df) -> list[str]:
     "The columns of a rollout frame in display order (without `step`)."
-    first = [c for c in ('prompt', 'completion', 'reward') if c in df] + sorted(c for c in df if c.startswith('rewards/'))
+    first = [c for c in ('prompt', 'answer', 'completion', 'reward') if c in df] + sorted(c for c in df if c.startswith('rewards/'))
     first += [c for c in ('advantage', 'length') if c in df]
     return first + [c for c in df if c not in first and c != 'step']
 
@@ -477,9 +482,9 @@ def rollout_table(df, step:int|None=None, sort_by:str|None=None, filter_text:str
     if 'step' in df: df = df[df['step'] == (df['step'].max() if step is None else step)]
     df = df[rollout_columns(df)]
     if filter_text:
-        txt = [c for c in ('prompt', 'completion') if c in df] or [c for c in df if not is_numeric_dtype(df[c])]
+        txt = [c for c in ('prompt', 'answer', 'completion') if c in df] or [c for c in df if not is_numeric_dtype(df[c])]
         keep = False
-        for c in txt: keep = keep | df[c].astype(str).str.contains(filter_text, case=False, regex=False)
+        for c in txt: keep = keep | df[c].fillna('').astype(str).str.contains(filter_text, case=False, regex=False)
         df = df[keep]
     if sort_by:
         if sort_by not in df: raise KeyError(f'sort_by={sort_by!r}: not a rollout column; use one of {list(df)}')

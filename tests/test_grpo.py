@@ -12,7 +12,7 @@ from ftnb.config import ConfigError, DataCfg, MethodCfg, RunConfig, TrainCfg
 from ftnb.events import EventQueue, read_events, read_jsonl, read_rollouts
 from ftnb.grpo import train
 
-ROLLOUT_COLS = {'prompt', 'completion', 'reward', 'rewards/exact_answer', 'rewards/numeric_answer', 'advantage', 'length', 'step'}
+ROLLOUT_COLS = {'prompt', 'answer', 'completion', 'reward', 'rewards/exact_answer', 'rewards/numeric_answer', 'advantage', 'length', 'step'}
 
 def small(tmp_path, name='run', **train_kw) -> RunConfig:
     "LoRA GRPO on the tiny model: 8 completions (2 prompts x 4) of up to 4 tokens per step."
@@ -40,6 +40,7 @@ def test_rollouts_and_timeline_every_step(tmp_path):
     assert 'RunStart' in kinds and 'Rollouts' not in kinds, kinds
     one = df[df.step == 1]
     assert one.prompt.str.fullmatch(r'\d+\+\d+=').all() and (one.length.between(1, 4)).all()
+    assert df.answer.tolist() == [str(eval(p[:-1])) for p in df.prompt]  # each completion's reference answer (the data's), for the rollout browser
     total = one['rewards/exact_answer'] + 0.5 * one['rewards/numeric_answer']
     assert (one.reward - total).abs().max() < 1e-6  # the weighted sum, as TRL's `reward` metric
     assert abs(one.groupby('prompt').advantage.sum()).max() < 1e-4  # group-centred advantages, from TRL

@@ -8,10 +8,11 @@ import pytest
 
 from ftnb import viz
 from ftnb.config import ConfigError
-from ftnb.dashboard import Dashboard, RolloutBrowser, has_figure_widget, open_run, pick_mode
+from ftnb.dashboard import (Dashboard, RolloutBrowser, has_figure_widget, open_run, pick_mode, rollout_groups_html, rollout_pages,
+                            rollouts_page)
 from ftnb.events import Metrics, Rollouts, RunEnd, RunStart, Timeline
-from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, figures_of, health, hint_clip, hint_entropy, hint_eval, hint_grad, hint_kl, hint_length, hint_nan, hint_reward_flat,
-                      hint_zero_std, load_run, rollout_html, rollout_table, write_report)
+from ftnb.viz import (GRPO_VIEWS, SFT_VIEWS, Hint, RunData, figures_of, health, hint_clip, hint_entropy, hint_eval, hint_grad, hint_kl, hint_length, hint_nan, hint_reward_flat,
+                      hint_zero_std, load_run, reward_colors, rollout_html, rollout_table, write_report)
 
 FIX = Path(__file__).parent/'fixtures'
 SFT, GRPO = FIX/'sft_run', FIX/'grpo_run'
@@ -156,12 +157,81 @@ def test_rollout_html_escapes():
 
 def test_rollout_browser(ro):
     rb = RolloutBrowser(GRPO)
-    assert rb.step.options == tuple(range(1, 17)) and rb.step.value == 16
+    assert (rb.step.min, rb.step.max, rb.step.value) == (1, 16, 16)  # a slider over the logged steps, not a 16-entry list
     rb.step.value = 2; rb.sort.value = 'advantage'; rb.descending.value = False
     t = rb.view()[1]
     assert t['advantage'].tolist() == sorted(t['advantage']) and len(t) == 8
+    assert rb.pages.value == 'page 1 of 1' and rb.table.value.count("class='ftnb-rollouts-group'") == 2  # 2 prompts x 4
     rb.filter.value = t['prompt'].iloc[0]
-    assert rb.count.value == '4 of 8 rows' and 'ftnb-rollouts' in rb.widget._dom_classes
+    assert 'prompts 1-1 of 1 · 4 of 8 completions match the filter' in rb.table.value and 'ftnb-rollouts' in rb.widget._dom_classes
+    rb.filter.value = 'no completion says this'
+    assert 'no rollout matches the filter (8 at this step)' in rb.table.value and 'no rollouts yet' not in rb.table.value
+    assert 'this run logged no reference answers' in RolloutBrowser(GRPO).table.value  # recorded before ftnb logged them
+
+def rollout_rows(step, prompts=6, gen=4):
+    "GRPO-shaped rows: `prompts` groups of `gen` completions, with the reference answer and markup to escape."
+    return [{'prompt': f'<p>{step}+{i}=?', 'answer': f'<a>{step+i}', 'completion': f'<script>{step+i+g}</script>', 'reward': float(g == 0),
+             'rewards/exact': float(g == 0), 'rewards/fmt': 1.0, 'advantage': 0.75 if g == 0 else -0.25, 'length': 3}
+            for i in range(prompts) for g in range(gen)]
+
+def test_rollouts_grouped_by_prompt():
+    "One block per prompt: the prompt once (escaped), its reference answer, then its completions with rewards and advantage."
+    df = pd.DataFrame(rollout_rows(7))
+    h = rollout_groups_html(rollout_table(df, sort_by='reward'), df, per_page=6)
+    assert h.count("class='ftnb-rollouts-group'") == 6 and '<script>' not in h and '<p>' not in h and '<a>' not in h
+    for i in range(6):
+        assert h.count(f'&lt;p&gt;7+{i}=?') == 1                            # each prompt once
+        blk = h.split(f'&lt;p&gt;7+{i}=?')[1].split("class='ftnb-rollouts-group'")[0]
+        assert f'reference answer</b>: <code>&lt;a&gt;{7+i}</code>' in blk  # its reference answer
+        assert [f'&lt;script&gt;{7+i+g}&lt;/script&gt;' in blk for g in range(4)] == [True]*4  # its 4 completions under it
+        assert blk.count('+0.750') == 1 and blk.count('-0.250') == 3 and blk.count('<tr><td') == 4
+    c = reward_colors(['exact', 'fmt'])
+    assert f"<th style='color:{c['rewards/exact']}'>exact</th>" in h and f"<th style='color:{c['reward']}'>reward</th>" in h
+    for page, want in ((1, 'prompts 1-4 of 6'), (2, 'prompts 5-6 of 6'), (9, 'prompts 5-6 of 6')):  # 4 per page; a page past the end: the last
+        p = rollout_groups_html(rollout_table(df), df, page=page)
+        assert want in p and f'page {min(page, 2)} of 2' in p and p.count("class='ftnb-rollouts-group'") == (4 if page == 1 else 2)
+    assert rollout_pages(6, 4) == 2 and rollout_pages(8, 4) == 2 and rollout_pages(0, 4) == 1
+    with pytest.raises(ConfigError, match='not a page size'): rollout_pages(3, 0)
+    none = rollout_groups_html(rollout_table(df, filter_text='zzz'), df)
+    assert 'no rollout matches the filter (24 at this step)' in none and 'no rollouts yet' in rollout_groups_html(pd.DataFrame())
+    long = rollout_groups_html(pd.DataFrame({'prompt': ['p'], 'completion': ['x' * 50 + '<i>']}), max_chars=10)
+    assert "<summary>43 more characters</summary>" in long and 'x' * 40 + '&lt;i&gt;</details>' in long  # the rest, escaped, on a click
+
+def test_rollout_slider_follows_and_snaps():
+    "The slider spans the logged steps and follows the newest until the user picks a step; a step without rollouts snaps to one."
+    d = RunData()
+    for s in (3, 4, 8): d.add(Rollouts(step=s, rows=rollout_rows(s, prompts=2)))
+    rb = RolloutBrowser(d, per_page=1)
+    assert (rb.step.min, rb.step.max, rb.step.value, rb.pages.value) == (3, 8, 8, 'page 1 of 2')
+    rb.next.click(); assert rb.page == 2 and '&lt;p&gt;8+1=?' in rb.table.value
+    d.add(Rollouts(step=9, rows=rollout_rows(9, prompts=2))); rb.refresh()
+    assert (rb.step.max, rb.step.value, rb.page) == (9, 9, 2)  # following live keeps the page
+    rb.step.value = 7
+    assert (rb.step.value, rb.page) == (8, 1) and 'step 8 · ' in rb.table.value  # no rollouts at 7: the nearest logged step
+    d.add(Rollouts(step=10, rows=rollout_rows(10, prompts=2))); rb.refresh()
+    assert (rb.step.max, rb.step.value) == (10, 8)  # the user's step stays
+
+@pytest.mark.parametrize('mode', ['widget', 'handle'])
+def test_open_run_rollouts_with_answers(tmp_path, mode, monkeypatch):
+    "open_run of a finished run with logged answers: grouped rollouts with their references, widgets or not."
+    from ftnb.events import RunLog
+    log = RunLog(tmp_path/'run'); log.write(RunStart(max_steps=2))
+    for s in (1, 2): log.write(Metrics(step=s, values={'reward': 0.5})); log.write(Rollouts(step=s, rows=rollout_rows(s)))
+    log.write(RunEnd(step=2))
+    if mode == 'widget':
+        b = open_run(tmp_path/'run', mode='widget').browser
+        assert (b.step.min, b.step.max, b.step.value, b.pages.value) == (1, 2, 2, 'page 1 of 2')
+        assert 'reference answer</b>: <code>&lt;a&gt;2</code>' in b.table.value
+        return
+    import IPython.display as ipd
+    monkeypatch.setitem(sys.modules, 'ipywidgets', None); monkeypatch.setitem(sys.modules, 'anywidget', None)
+    shown = []
+    monkeypatch.setattr(ipd, 'display', lambda obj, raw=False, display_id=None: shown.append(obj) or types.SimpleNamespace(update=lambda o, raw=False: shown.append(o)))
+    dash = open_run(tmp_path/'run', mode='handle'); dash.display()
+    h = next(o['text/html'] for o in shown if 'ftnb-rollouts-groups' in str(o))  # drawn at display(): a finished run sends no more updates
+    assert dash.browser is None and 'step 2 · prompts 1-4 of 6 · 24 completions · page 1 of 2' in h
+    assert 'reference answer</b>: <code>&lt;a&gt;2</code>' in h and '<script>' not in h
+    assert '&lt;p&gt;2+5=?' in rollouts_page(dash.data, page=2) and '&lt;p&gt;1+0=?' in rollouts_page(dash.data, step=1)
 
 # --- dashboard --------------------------------------------------------------------------------------------------------
 
@@ -250,7 +320,7 @@ def test_open_run(run, mode):
     dash = open_run(run, mode=mode)
     assert dash.draws == 1 and set(dash.figs) == set(figures_of(load_run(run)))
     assert 'finished at step' in dash.side_html()
-    if run == GRPO: assert dash.browser.step.value == 16 and len(dash.browser.view()[1]) == 8
+    if run == GRPO: assert (dash.browser.step.min, dash.browser.step.max, dash.browser.step.value) == (1, 16, 16) and len(dash.browser.view()[1]) == 8
     assert not hasattr(viz, 'open_run')  # viz sits under dashboard and never imports it
 
 def interrupted(src, dst):
@@ -318,7 +388,8 @@ def test_without_ipywidgets(monkeypatch):
     assert dash.mode == 'handle'
     dash.display()
     dash.update([Rollouts(step=1, rows=[{'prompt': 'p<', 'completion': 'c', 'reward': 1.0}]), Metrics(step=1, values={'reward': 1.0})])
-    assert dash.browser is None and any('p&lt;' in o.get('text/html', '') for o in sent if isinstance(o, dict))
+    h = next(o['text/html'] for o in sent if isinstance(o, dict) and 'p&lt;' in o.get('text/html', ''))
+    assert dash.browser is None and 'step 1 · prompts 1-1 of 1 · 1 completion · page 1 of 1' in h  # the grouped page, as HTML
 
 # --- a real crash: kill -9 a training process ------------------------------------------------------------------------
 
