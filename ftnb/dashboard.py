@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .config import ConfigError
-from .events import Event
+from .events import Event, Log
 from .viz import (GRPO_VIEWS, SFT_VIEWS, VIEWS, RunData, grid_figure, headline, health, hints_html, load_run, log_html, new_figure,
                       reward_colors, rollout_columns, rollout_table, status_text, sync, sync_all, view_order)
 
@@ -341,6 +341,8 @@ def _side_html(self:Dashboard) -> str:
     "The headline numbers, the status line, the health hints and the run's warnings, as HTML."
     d = self.data
     st = status_text(d) if d.dir is not None or d.status else f"running, step {d.rows[-1]['step'] if d.rows else 0}" + (f'/{d.max_steps}' if d.max_steps > 0 else '')
+    phase = [l.message for l in d.logs if isinstance(l, Log) and l.level == 'info']
+    if not d.rows and not d.status and d.dir is None and phase: st = f'{phase[-1]}…'  # before the first step: the loading phase
     return (headline_html(headline(d)) + f"<div class='ftnb-dash-status'><b>{html.escape(st)}</b></div>"
             + hints_html(health(d.rows[-50:], d.config), d.status) + log_html(d))
 

@@ -442,7 +442,9 @@ def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=N
     tok, rows, funcs, ev = prepare(cfg)
     if cfg.method.engine == 'server': use_trainer_gpu(cfg)  # before CUDA starts
     with Run(cfg, queue, stop) as run:
+        run.log(f'loading the model ({cfg.model.name_or_path}) and the {cfg.adapter.method} adapter')
         model = adapters.apply(models.load_model(cfg), cfg, tok)
+        run.log(f'starting the generation engine ({cfg.method.engine})')
         engine = engine_for(cfg, model, tok)
         run.log(f'{len(rows)} prompts' + (f', {len(ev)} held out' if ev else '') + f', engine {engine.kind}, {adapters.trainable_summary(model)}')
         rec, guard = StepRecorder(run.bus, engine), RewardGuard()

@@ -112,11 +112,13 @@ def _check(self:PackingGuard, name:str, mod, args, kw):
 PackingGuard._check = _check
 
 # %% ../nbs/07_sft.ipynb #62ef5530
-def build(cfg:RunConfig):
+def build(cfg:RunConfig, say=lambda msg: None): # told each loading phase as it starts (a run passes its log: the live view shows it)
     "Tokenizer, model with adapter, and the (train, eval) datasets for `cfg`."
+    say(f'loading the tokenizer and the data ({cfg.data.path})')
     tok = models.load_tokenizer(cfg.model)
     dcfg = cfg.data.model_copy(update={'completion_only': False}) if cfg.method.name == 'pretrain' else cfg.data
     train_ds, eval_ds = data.prepare(dcfg, tok, seed=cfg.train.seed)
+    say(f'loading the model ({cfg.model.name_or_path}) and the {cfg.adapter.method} adapter')
     model = adapters.apply(models.load_model(cfg), cfg, tok)
     return tok, model, train_ds, eval_ds
 
@@ -127,7 +129,7 @@ def train(cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=N
     if cfg.method.name == 'grpo':
         raise ConfigError('method.name', 'grpo', 'call ftnb.train (it picks the trainer) or ftnb.grpo.train', 'ftnb.sft.train runs sft and pretrain')
     with Run(cfg, queue, stop) as run:
-        tok, model, train_ds, eval_ds = build(cfg)
+        tok, model, train_ds, eval_ds = build(cfg, run.log)
         run.log(f'{len(train_ds)} training samples, {adapters.trainable_summary(model)}')
         args = training_args(cfg, has_eval=eval_ds is not None)
         with warnings.catch_warnings():
