@@ -371,9 +371,11 @@ class HeldOutEval(TrainerCallback):
     "Every `every` steps and at the end: greedy completions of the held-out `rows` with `engine`, scored, as a Metrics event on `bus`."
     def __init__(self, bus:Bus, engine:Engine, rows, funcs:list, weights:list[float], tok, cfg:RunConfig,
                  every:int|None=None, # train.eval_steps (None: at the end only)
-                 trainer:RolloutTrainer|None=None):
+                 trainer:RolloutTrainer|None=None, # its model is the one evaluated (`train` sets it)
+                 model=None,  # the model to evaluate without a trainer (default: the HF engine's own; a vLLM engine has none)
+                ):
         self.bus, self.engine, self.rows, self.funcs, self.weights, self.tok = bus, engine, rows, funcs, weights, tok
-        self.m, self.every, self.trainer, self.done = cfg.method, every, trainer, None
+        self.m, self.every, self.trainer, self.model, self.done = cfg.method, every, trainer, model, None
         self.chunk = max(cfg.train.batch_size * cfg.train.grad_accum, 1)  # prompts per generate call: the engine's max_num_seqs
         self.ids = prompt_ids(rows, tok, **cfg.data.chat_template_kwargs)
     def on_step_end(self, args, state, control, **kw):
@@ -387,7 +389,9 @@ class HeldOutEval(TrainerCallback):
 @torch.no_grad()
 def _evaluate(self:HeldOutEval, step:int, epoch:float|None=None)->dict:
     "Score greedy completions of the held-out prompts with the model as it is now; emit and return the metrics."
-    model = self.trainer.model if self.trainer is not None else self.engine.model
+    model = self.trainer.model if self.trainer is not None else self.model
+    model = model if model is not None else getattr(self.engine, 'model', None)  # the HF engine's own; a vLLM engine holds none
+    if model is None: raise ValueError(f'HeldOutEval: no model to evaluate with the {self.engine.kind} engine: pass trainer= or model=')
     n0, t0 = len(self.engine.phases), time.time()
     self.engine.sync(model, self.m.sync)  # the step's weights, then generate, as TRL does (nothing to copy for the HF engine); TRL syncs again at its next step
     B, stop = self.chunk, ({'stop': list(self.m.stop)} if self.m.stop else {})  # chunks: a large held-out set in one HF generate would not fit

