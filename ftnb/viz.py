@@ -463,7 +463,7 @@ def hints_html(hints:list[Hint],
                status:str|None=None, # the run's status: after a failure or a kill, no "no warnings" line beside the error
               ) -> str:
     "Hints as an HTML list (class `ftnb-hints`); a quiet line when all is well."
-    if not hints: return '' if status in ('failed', 'killed') else "<div class='ftnb-hints' style='color:#2a7'>no warnings</div>"
+    if not hints: return '' if status in ('failed', 'killed') else "<div class='ftnb-hints' style='color:#2a7'>health checks: no warnings</div>"
     col = {'error': '#c0392b', 'warn': '#b9770e'}
     li = ''.join(f"<li style='color:{col.get(h.level, '#333')}'><b>{h.level}</b>: {html.escape(h.message)}</li>" for h in hints)
     return f"<div class='ftnb-hints'><ul style='margin:4px 0'>{li}</ul></div>"
@@ -593,7 +593,7 @@ def log_html(d:RunData, max_chars:int=400) -> str:
     if not ls: return ''
     cut = lambda m: m if len(m) <= max_chars else m[:max_chars] + ' …'
     li = ''.join(f"<li>{html.escape(cut(l.message))}</li>" for l in ls)
-    return (f"<details class='ftnb-log'><summary style='color:#b9770e'>{len(ls)} warning{'s' if len(ls) > 1 else ''} from the run "
+    return (f"<details class='ftnb-log'><summary style='color:#b9770e'>{len(ls)} warning{'s' if len(ls) > 1 else ''} logged by the run "
             f"(also in events.jsonl)</summary><ul style='margin:2px 0;font-size:12px'>{li}</ul></details>")
 
 # %% ../nbs/11_viz.ipynb #03757a1b
