@@ -2,10 +2,11 @@
 headless Chromium via Playwright.
 
 It runs tests/browser/panel.ipynb, checks the panels rendered, edits a field and reads the config back from the
-kernel, trains the tiny model until the dashboard has drawn points (the tabs fold into a summary line meanwhile),
-checks the kernel still answers, stops, finds the checkpoint, and sees the tabs open again. Then it pages and steps
-through the rollout browser of a recorded GRPO run (`open_run`). CI runs JupyterLab with the widget dashboard and
-Notebook 7 with the handle one (the Colab fallback): each frontend and each mode once, not all four pairs (CI time).
+kernel, pages and steps through the rollout browser of a recorded GRPO run (`open_run`), trains the tiny model until
+the dashboard has drawn points (the tabs fold into a summary line meanwhile, the headline row counts steps), checks
+the kernel still answers, stops, finds the checkpoint, and sees the tabs open again. CI runs JupyterLab with the widget
+dashboard and Notebook 7 with the handle one (the Colab fallback): each frontend and each mode once, not all four
+pairs (CI time). The negative control, in both, is a dashboard that never draws: the points check must find none.
 Screenshots go to tests/browser/screenshots/ (git-ignored) and to pytest's tmp dir.
 Recipe: ../shared/browser/README.md (flags, settings and pitfalls found on this kind of machine)."""
 import importlib.util, json, os, re, shutil, socket, subprocess, sys, time, urllib.request
@@ -94,6 +95,7 @@ def screenshot(page, loc, path:Path):
     "A screenshot of `loc`; of its box on the page if it never holds still (handle mode redraws its output twice a second)."
     try: loc.screenshot(path=str(path), timeout=10_000)
     except Exception:
+        print(f'{path.name}: the element kept moving for 10 s; took its box on the page')
         loc.evaluate('e => e.scrollIntoView()'); page.screenshot(path=str(path), clip=loc.bounding_box())
 
 
