@@ -1,4 +1,4 @@
-"Writes panel.ipynb, the notebook tests/test_browser.py opens in JupyterLab (run it after editing the cells below)."
+"Writes panel.ipynb, the notebook tests/test_browser.py opens in JupyterLab and Notebook 7 (run it after editing the cells below)."
 from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -19,12 +19,20 @@ if os.environ.get('FTNB_BROWSER_NEGATIVE'):  # negative control (tests/test_brow
     Dash.update = lambda self, events: None; Dash.flush = lambda self: None
 print(Dash.__module__)'''
 PANEL = '''\
-panel = ConfigPanel(cfg, dashboard=lambda: Dash(mode='widget', max_fps=2))
+MODE = os.environ.get('FTNB_BROWSER_MODE', 'widget')  # 'handle': the Colab fallback, mirrored into an Output widget
+panel = ConfigPanel(cfg, dashboard=lambda: Dash(mode=MODE, max_fps=2))
 panel.discover(); panel.preview()
 panel'''
 PROBE = "print(f'r={panel.config.adapter.r} running={panel.run.running}')"
+ROLLOUTS = '''\
+from ftnb.dashboard import open_run
+run = open_run('grpo_cpu_run', mode=MODE)  # tests/fixtures/grpo_cpu_run, copied into the Jupyter root by the test
+if run.browser is not None:  # None only in the negative control, whose dashboards never draw
+    run.browser.per_page = 2; run.browser.render()  # the run has 4 prompts a step: 2 a page, so that there is a page 2
+run'''
 
 nb = new_notebook(cells=[new_markdown_cell('ftnb panel in a real browser (driven by tests/test_browser.py)'),
-                         new_code_cell(SETUP), new_code_cell(DASH), new_code_cell(PANEL), new_code_cell(PROBE)],
+                         new_code_cell(SETUP), new_code_cell(DASH), new_code_cell(PANEL), new_code_cell(PROBE),
+                         new_code_cell(ROLLOUTS)],
                   metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
 nbformat.write(nb, Path(__file__).with_name('panel.ipynb'))
