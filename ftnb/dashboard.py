@@ -293,6 +293,8 @@ def _draw_handles(self:Dashboard, changed:dict) -> bool:
         if name not in self.figs: self.figs[name], new = new_figure(VIEWS[name]), True
         sync(self.figs[name], tr)
         if name in self._handles: self._push(name)
+    if changed and 'grid' in self._handles:  # a run folder shown as one grid (`display`): `reload()` redraws it
+        h = self._handles['grid']; h.update({'text/plain': 'grid'}, raw=True); h.update(mime_bundle(self.grid()), raw=True)
     if new: self.figs = {n: self.figs[n] for n in self.order() if n in self.figs}  # keep them in display order
     return new
 
@@ -411,7 +413,9 @@ def _display(self:Dashboard):
         self._side = self.side_html()
         self._handles['side'] = display({'text/html': self._side, 'text/plain': 'ftnb dashboard'}, raw=True, display_id=True)
         live = self.data.dir is None
-        for n in self.order():
+        if not live and (g := self.grid()) is not None:  # a run folder: every view in one grid, as the panel shows a live run
+            self._handles['grid'] = display(mime_bundle(g), raw=True, display_id=True)
+        for n in self.order() if live else ():
             if n in self.figs: self._handles[n] = display(mime_bundle(self.figs[n]), raw=True, display_id=True)
             elif live: self._handles[n] = display({'text/plain': ''}, raw=True, display_id=True)
         if self.browser is not None: self._handles['rollouts'] = display(self.browser.widget, display_id=True)

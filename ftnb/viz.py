@@ -168,7 +168,7 @@ STYLE = dict(template='none', plot_bgcolor='white', paper_bgcolor='white', heigh
              legend=dict(orientation='h', y=-0.25, yanchor='top'), colorway=PALETTE)
 _FIXED = {'train loss': 0, 'reward': 0, 'reward ± std': 0, 'entropy': 0, 'mean': 0, 'generate': 0, 'clip low': 0,
           'eval loss': 1, 'eval reward (greedy)': 1, 'KL': 1, 'sync': 1, 'clip high': 1, 'max': 1,
-          'eval accuracy': 2, 'train': 2, 'clip region': 2, 'min': 2, 'frac reward zero std': 3, 'clipped ratio': 4}
+          'eval accuracy': 2, 'train': 2, 'clip region': 2, 'min': 2, 'zero-std groups': 3, 'clipped ratio': 4}
 
 def color_of(name:str) -> str:
     "A trace's colour, the same in every view, mode and run: fixed for ftnb's own names, else from a hash of the name."
@@ -294,7 +294,7 @@ def _grpo_views() -> list[View]:
              dict(yaxis2=dict(title='entropy', overlaying='y', side='right', showgrid=False, tickformat='.2f'))),
         View('clip', 'Clip ratios and zero-std groups', lambda d: keys(d, [
             ('clip_ratio/low_mean', 'clip low'), ('clip_ratio/high_mean', 'clip high'), ('clip_ratio/region_mean', 'clip region'),
-            ('frac_reward_zero_std', 'frac reward zero std')]), dict(yaxis_range=[-0.02, 1.02])),
+            ('frac_reward_zero_std', 'zero-std groups')]), dict(yaxis_range=[-0.02, 1.02])),
         View('length', 'Completion length', lambda d: keys(d, [('completions/mean_length', 'mean'), ('completions/min_length', 'min'),
             ('completions/max_length', 'max')]) + line(d, 'completions/clipped_ratio', 'clipped ratio', yaxis='y2', line_dash='dot'),
              dict(yaxis=dict(title='tokens'), yaxis2=dict(title='clipped', overlaying='y', side='right', range=[0, 1], showgrid=False, tickformat='.0%'))),

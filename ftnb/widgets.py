@@ -485,6 +485,7 @@ def _build(self):
     self.tabs, r = W.Tab(tabs, titles=(*TABS, 'Export')), self.run
     self.bar = W.HBox([r.train_btn, r.stop_btn, self.resume, r.progress, r.label], layout=W.Layout(align_items='center'))
     self.summary, self.unfold = W.HTML().add_class('ftnb-summary'), _button('Show config', self.fold, 'ftnb-unfold')
+    self.unfold.layout.flex = '0 0 auto'  # the long summary line must not squeeze the button to "Show c…"
     self.folded = W.HBox([self.summary, self.unfold], layout=W.Layout(display='none', align_items='center'))
     self.widget = W.VBox([self.folded, self.tabs, self.check, self.bar, r.status, r.live])
     self.run.on_run.append(lambda running, cfg: self.fold(running, cfg))

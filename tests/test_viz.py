@@ -56,7 +56,7 @@ def test_grpo_figures():
     fn = figs['reward'].data[3]
     assert len(fn.x) == 16 and fn.error_y.array is None  # smoothed lines, no error bars (300 steps of them drew a solid block)
     assert names(figs['kl_entropy']) == ['KL', 'entropy'] and figs['kl_entropy'].data[1].yaxis == 'y2'
-    assert names(figs['clip']) == ['clip low', 'clip high', 'clip region', 'frac reward zero std']
+    assert names(figs['clip']) == ['clip low', 'clip high', 'clip region', 'zero-std groups']
     assert names(figs['length']) == ['mean', 'min', 'max', 'clipped ratio']
     st = figs['step_time']
     assert names(st) == ['generate', 'sync', 'train', 'sleep', 'wake'] and st.layout.barmode == 'stack'
@@ -232,6 +232,8 @@ def test_open_run_rollouts_with_answers(tmp_path, mode, monkeypatch):
     assert dash.browser is None and 'step 2 · prompts 1-4 of 6 · 24 completions · page 1 of 2' in h
     assert 'reference answer</b>: <code>&lt;a&gt;2</code>' in h and '<script>' not in h
     assert '&lt;p&gt;2+5=?' in rollouts_page(dash.data, page=2) and '&lt;p&gt;1+0=?' in rollouts_page(dash.data, step=1)
+    figs = [o for o in shown if isinstance(o, dict) and 'application/vnd.plotly.v1+json' in o]
+    assert len(figs) == 1 and figs[0]['application/vnd.plotly.v1+json']['layout']['meta']['ftnb_views'] == ['reward']  # one grid, as live
 
 # --- dashboard --------------------------------------------------------------------------------------------------------
 
