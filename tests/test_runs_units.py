@@ -454,6 +454,24 @@ def test_rotate(tmp_path):
     assert runs.rotate(d, 1, 'b') == [] and runs.rotate(d, 1, 'zzz') == []
     assert left() == ['checkpoint-5', 'checkpoint-6', 'checkpoint-7', 'checkpoint-8', 'checkpoint-9']
 
+def test_delete_goes_through_an_aside_name(tmp_path, monkeypatch):
+    "A rotated checkpoint is renamed out of the checkpoint-* names before it is deleted: a kill inside the delete leaves no emptied checkpoint-N."
+    p, seen = ckpt(tmp_path, 3), []
+    stale = tmp_path/'.deleting-checkpoint-3'; stale.mkdir(); (stale/'x').write_text('left by an earlier kill')
+    orig = runs.shutil.rmtree
+    monkeypatch.setattr(runs.shutil, 'rmtree', lambda q, *a, **k: seen.append((Path(q).name, p.exists())) or orig(q, *a, **k))
+    runs._delete(p)
+    # the stale aside goes first (checkpoint-3 still whole), then checkpoint-3 is deleted only once renamed: never under its own name
+    assert seen == [('.deleting-checkpoint-3', True), ('.deleting-checkpoint-3', False)]
+    assert sorted(x.name for x in tmp_path.iterdir()) == []
+
+def test_claim_removes_an_aside_left_by_a_kill(tmp_path):
+    "A kill inside a rotation's delete leaves `.deleting-checkpoint-N`; the next claim of the folder removes it."
+    cfg = cfg_for(tmp_path)
+    aside = cfg.run_dir/'.deleting-checkpoint-2'; aside.mkdir(parents=True); (aside/'optimizer.pt').write_bytes(b'o')
+    with runs.Run(cfg): pass
+    assert not aside.exists() and (cfg.run_dir/'result.json').exists()
+
 def test_rotate_keeps_up_to_the_limit(tmp_path):
     for s in range(1, 7): ckpt(tmp_path, s)
     assert names(runs.rotate(tmp_path, 3, 'a', keep=[tmp_path/'checkpoint-1'])) == ['checkpoint-2', 'checkpoint-3', 'checkpoint-4']
