@@ -14,7 +14,7 @@ from .config import ConfigError, FtnbError, RunConfig
 from .runs import RunResult, read_result, world_size
 
 # %% auto #0
-__all__ = ['check_nproc', 'ProcessFailed', 'free_port', 'launch', 'folder_result']
+__all__ = ['check_nproc', 'ProcessFailed', 'free_port', 'own_tqdm_lock', 'launch', 'folder_result']
 
 # %% ../nbs/06c_launch.ipynb #09a62ae7
 def check_nproc(cfg:RunConfig, # the run's config
@@ -53,6 +53,18 @@ def _no_cuda_yet(nproc:int):
                           '(no model on the GPU first), or run `ftnb train CONFIG --nproc N` in a terminal',
                           'this process already uses the GPU, and processes forked from it cannot')
 
+# %% ../nbs/06c_launch.ipynb #dba371a2
+def own_tqdm_lock():
+    "Give this (forked) process tqdm write locks of its own, not shared with its parent (see above)."
+    import threading
+    from tqdm import std
+    std.TqdmDefaultWriteLock.mp_lock = None   # bars lock among this process's threads only (no process-shared semaphore)
+    std.TqdmDefaultWriteLock.th_lock = threading.RLock()
+    fresh, todo = std.TqdmDefaultWriteLock(), [std.tqdm]
+    while todo:  # tqdm.auto, tqdm.notebook, huggingface_hub's and datasets' bars: each subclass may hold the lock itself
+        c = todo.pop(); todo += c.__subclasses__()
+        if c is std.tqdm or '_lock' in vars(c): c._lock = fresh
+
 # %% ../nbs/06c_launch.ipynb #304f3ba5
 def launch(fn,          # run in each process as fn(*args); RANK, LOCAL_RANK and WORLD_SIZE are in os.environ there
            args=(),     # its arguments (inherited by the fork, not pickled)
@@ -66,7 +78,7 @@ def launch(fn,          # run in each process as fn(*args); RANK, LOCAL_RANK and
     AcceleratorState._reset_state(reset_partial_state=True)  # see above: holds no device without CUDA
     env = {} if torch.cuda.is_available() else {'GLOO_SOCKET_IFNAME': os.environ.get('GLOO_SOCKET_IFNAME', 'lo')}  # gloo on loopback: one host (accelerate's debug launcher does the same)
     old = {k: os.environ.get(k) for k in env}; os.environ.update(env)
-    def child(*a): fn(*a)  # the return value stays in the process: torch elastic would pickle it (a trained model cannot be)
+    def child(*a): own_tqdm_lock(); fn(*a)  # the return value stays in the process: torch elastic would pickle it (a trained model cannot be)
     try: notebook_launcher(record(child), args, num_processes=nproc, use_port=str(free_port()))
     except ChildFailedError as e:
         r, f = e.get_first_failure()

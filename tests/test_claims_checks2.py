@@ -1,6 +1,6 @@
 """Checks for claims of issue 13's material (several processes, FSDP2, the terminal view, the compatibility matrix, accel
 fields) and of the SFT bench rows, that no other test checked (docs/claims.md names each one's row)."""
-import importlib.util, json, os, re, sys
+import importlib.util, json, os, re, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -115,6 +115,26 @@ def test_launch_after_an_accelerator_and_with_cuda_in_use(monkeypatch, tmp_path)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True); monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: True)
     with pytest.raises(ConfigError, match='this process already uses the GPU, and processes forked from it cannot'):
         launch.launch(where, (tmp_path/'x',), nproc=2)
+
+_BARS_AFTER_A_KILL = """
+import multiprocessing as mp, os, signal
+from tqdm.auto import tqdm
+from ftnb.launch import own_tqdm_lock
+tqdm(disable=True)                                   # the parent's bars have made tqdm's lock
+def die_drawing(own):
+    if own: own_tqdm_lock()
+    tqdm.get_lock().acquire(); os.kill(os.getpid(), signal.SIGKILL)   # killed while it draws a bar
+for own in (True, False):
+    p = mp.get_context('fork').Process(target=die_drawing, args=(own,)); p.start(); p.join()
+    lk = tqdm.get_lock(); free = all(l.acquire(timeout=3) for l in lk.locks)
+    if free: lk.release()
+    print(own, p.exitcode, free)
+"""
+
+def test_a_process_killed_drawing_a_bar_leaves_the_parents_bars_free():
+    "LA7: a forked process with own_tqdm_lock, killed holding its bars' lock, leaves the parent's bars free; without it they wait for good."
+    out = subprocess.run([sys.executable, '-c', _BARS_AFTER_A_KILL], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split('\n')[:2] == ['True -9 True', 'False -9 False'], out.stdout + out.stderr  # the second: the hang CI saw
 
 def test_free_port_is_free():
     "LA2: the rendezvous port is one that nothing listens on (accelerate's fixed 29500 may be held by another kernel)."

@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 from ftnb import runs
 from ftnb.config import ConfigError, RunConfig
 from ftnb.events import read_events, read_jsonl
+from ftnb.launch import own_tqdm_lock
 from ftnb.viz import load_run
 
 # Each trial runs in a forked child of this process: torch, transformers and trl are already imported there (a fresh
@@ -46,6 +47,7 @@ def in_child(fn, *args) -> int:
 # ---------------------------------------------------------------------------------------------------------- kill -9
 def _train_and_die(cfg_json:str, how:str, at:int):
     "Child: train; with how='save' or 'rotate', SIGKILL itself in the middle of save number `at`."
+    own_tqdm_lock()  # a kill while a bar is drawn would leave the lock it shares with pytest held: the resume below hung CI
     cfg = RunConfig.model_validate_json(cfg_json)
     die = lambda: os.kill(os.getpid(), signal.SIGKILL)
     n = {'k': 0}
@@ -153,6 +155,7 @@ class Slow(TrainerCallback):
     def on_save(self, args, state, control, **kw): time.sleep(0.5)
 
 def _train_slow(cfg_json:str, ignore:tuple=()):
+    own_tqdm_lock()
     # the child starts with a terminal's handlers, whatever pytest was started under (`nohup` ignores SIGHUP, a
     # background job SIGINT); `ignore` lists the signals to ignore, as nohup or a background job would
     for s in (signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_IGN if s in ignore else signal.SIG_DFL)
