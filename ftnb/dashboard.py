@@ -247,6 +247,8 @@ class Dashboard:
         self.figs, self.draws, self.shown, self.browser = {}, 0, False, None
         self._last, self._dirty, self._lock, self.draw_s = -math.inf, data is not None, threading.RLock(), 0.0
         self._handles, self._box, self._side, self._sigs, self.figure, self._ro = {}, None, '', {}, None, None
+        self._traces, self._grid_fig, self._grid_sigs = {}, None, {}  # each view's latest traces; the grid figure and what it holds
+        self.extra_s = 0.0  # seconds spent outside a redraw to show it (the panel's handle-mode copy): counted as redraw time
 
     def update(self, events=()) -> bool:
         "Add `events` (a list, or one event); redraw if the last redraw is old enough. True if it redrew."
@@ -263,8 +265,8 @@ class Dashboard:
             return False
 
     def interval(self) -> float:
-        "Seconds between redraws: 1/max_fps, or longer when the last redraw was slow."
-        return max(1/self.max_fps, self.draw_s/self.max_overhead if self.max_overhead else 0.0)
+        "Seconds between redraws: 1/max_fps, or longer when the last redraw (and showing it) was slow."
+        return max(1/self.max_fps, (self.draw_s + self.extra_s)/self.max_overhead if self.max_overhead else 0.0)
 
     def _ipython_display_(self): self.display()
 
@@ -280,7 +282,7 @@ def _draw(self:Dashboard):
     changed = {}
     for v in self.views:
         tr = v.traces(self.data)
-        if tr and (sig := signature(tr)) != self._sigs.get(v.name): self._sigs[v.name], changed[v.name] = sig, tr
+        if tr and (sig := signature(tr)) != self._sigs.get(v.name): self._sigs[v.name], self._traces[v.name], changed[v.name] = sig, tr, tr
     new = self._draw_widget(changed) if self.mode == 'widget' else self._draw_handles(changed)
     self._draw_side(new_figs=new)
     self.draws += 1
@@ -313,7 +315,7 @@ def _draw_widget(self:Dashboard, changed:dict) -> bool:
     rebuild = self.figure is None or want != list(self.figure.layout.meta['ftnb_views'])
     if rebuild:
         old, self.figure = self.figure, grid_figure(want, go.FigureWidget).add_class('ftnb-dash-figure')
-        changed = {n: VIEWS[n].traces(self.data) for n in want if n in self._sigs}
+        changed = {n: self._traces[n] for n in want if n in self._sigs}
         if old is not None: self._fill_box(); old.close()
     sync_all(self.figure, changed)
     self.figs = {n: self.figure for n in want}
@@ -396,10 +398,16 @@ def _order(self:Dashboard) -> list[str]:
     return [n for n in (self._order or view_order(self.data)) if n in names]
 
 def _grid(self:Dashboard) -> go.Figure|None:
-    "Every view that has data in one grid figure, laid out as 'widget' mode draws it (the panel shows this in 'handle' mode)."
+    """Every view that has data in one grid figure, laid out as 'widget' mode draws it (the panel shows this in 'handle'
+    mode). The figure is built once per set of views and then only gets the traces that changed since (plotly's
+    make_subplots is most of a new grid's cost, and the panel asks for it at every redraw)."""
     names = [n for n in self.order() if n in self._sigs]
     if not names: return None
-    return sync_all(grid_figure(names), {n: VIEWS[n].traces(self.data) for n in names})
+    if self._grid_fig is None or list(self._grid_fig.layout.meta['ftnb_views']) != names:
+        self._grid_fig, self._grid_sigs = grid_figure(names), {}
+    todo = {n: self._traces[n] for n in names if self._grid_sigs.get(n) != self._sigs[n]}
+    self._grid_sigs.update({n: self._sigs[n] for n in todo})
+    return sync_all(self._grid_fig, todo)
 
 Dashboard.widget, Dashboard._fill_box, Dashboard.order, Dashboard.grid = property(_widget), _fill_box, _order, _grid
 
@@ -434,7 +442,7 @@ def open_run(path, mode:str='auto', views:list[str]|None=None) -> Dashboard:
 
 def _reload(self:Dashboard) -> Dashboard:
     "Read the run folder again and redraw."
-    with self._lock: self.data, self._dirty, self._sigs = load_run(self.data.dir), True, {}
+    with self._lock: self.data, self._dirty, self._sigs, self._traces, self._grid_fig = load_run(self.data.dir), True, {}, {}, None
     if self.browser is not None: self.browser.data = self.data
     self.flush(); return self
 

@@ -400,10 +400,11 @@ def _mirror_figs(self):
     "Show a handle-mode dashboard (headline, status, hints, the views in widget mode's grid, the rollout browser) by replacing the Output widget's outputs (widget state: safe from any thread)."
     d = self.dashboard
     if self._mirror is None or d is None or getattr(d, 'draws', 0) == self._mirror: return
-    self._mirror = getattr(d, 'draws', 0)
+    self._mirror, t0 = getattr(d, 'draws', 0), time.perf_counter()
     grid = d.grid() if hasattr(d, 'grid') else None
     side = ({'output_type': 'display_data', 'data': {'text/html': d.side_html(), 'text/plain': 'ftnb status'}, 'metadata': {}},) if hasattr(d, 'side_html') else ()
     self.out.outputs = side + _figure_outputs([grid] if grid is not None else list(d.figs.values()))
+    if hasattr(d, 'extra_s'): d.extra_s = time.perf_counter() - t0  # the copy counts as redraw time: a slow one spaces redraws out
     b = getattr(d, 'browser', None)
     if b is not None and b.widget not in self.live.children: self.live.children = [self.out, b.widget]
 

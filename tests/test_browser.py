@@ -4,9 +4,10 @@ headless Chromium via Playwright.
 It runs tests/browser/panel.ipynb, checks the panels rendered, edits a field and reads the config back from the
 kernel, pages and steps through the rollout browser of a recorded GRPO run (`open_run`), trains the tiny model until
 the dashboard has drawn points (the tabs fold into a summary line meanwhile, the headline row counts steps), checks
-the kernel still answers, stops, finds the checkpoint, and sees the tabs open again. CI runs JupyterLab with the widget
-dashboard and Notebook 7 with the handle one (the Colab fallback): each frontend and each mode once, not all four
-pairs (CI time). The negative control, in both, is a dashboard that never draws: the points check must find none.
+the kernel still answers, stops, finds the checkpoint, and sees the tabs open again. CI runs it in JupyterLab and in
+Notebook 7, each with the widget dashboard and with the handle one (the Colab fallback): all four pairs. The negative
+control, in JupyterLab with widgets and in Notebook 7 with handles, is a dashboard that never draws: the points check
+must find none.
 Screenshots go to tests/browser/screenshots/ (git-ignored) and to pytest's tmp dir.
 Recipe: ../shared/browser/README.md (flags, settings and pitfalls found on this kind of machine)."""
 import importlib.util, json, os, re, shutil, socket, subprocess, sys, time, urllib.request
@@ -137,8 +138,9 @@ def run_all(page, mark=lambda name: None):
     return ui
 
 
-@pytest.mark.parametrize('server', [dict(app='lab', mode='widget'), dict(app='notebook', mode='handle')],
-                         indirect=True, ids=['lab-widget', 'notebook7-handle'])
+PAIRS = [dict(app=a, mode=m) for a in ('lab', 'notebook') for m in ('widget', 'handle')]
+
+@pytest.mark.parametrize('server', PAIRS, indirect=True, ids=[f"{'lab' if p['app'] == 'lab' else 'notebook7'}-{p['mode']}" for p in PAIRS])
 def test_panel_trains_and_stops(server, tmp_path):
     from playwright.sync_api import expect
     shots, mode, name = HERE/'screenshots', server['mode'], server['name']
@@ -222,7 +224,8 @@ def test_panel_trains_and_stops(server, tmp_path):
         shot(ui, 'training')
 
         # stop: the trainer saves a checkpoint, the panel says how to resume, and the tabs open again
-        ui.locator('button.ftnb-stop').click()
+        mark('stop to click'); ui.locator('button.ftnb-stop').click(); mark('stop clicked')
+        expect(ui.locator('.ftnb-status')).to_contain_text(re.compile('stopping|stopped at step'), timeout=60_000); mark('stop seen')
         expect(ui.locator('.ftnb-status')).to_contain_text('stopped at step', timeout=60_000); mark('stopped')
         expect(ui.locator('button.ftnb-train')).to_be_enabled()
         ckpts = sorted(server['runs'].glob('checkpoint-*'))

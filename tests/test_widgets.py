@@ -244,3 +244,4 @@ def test_handle_mode_panel_shows_what_widget_mode_shows(tmp_path):
     from ftnb.viz import color_of
     assert colors['reward'] == color_of('reward') and colors['train loss'] == color_of('train loss')
     assert panel.run.dashboard.browser.widget in panel.run.live.children
+    assert panel.run.dashboard.extra_s > 0  # the copy into the Output widget counts as redraw time (Dashboard.interval)
