@@ -315,6 +315,9 @@ def _draw_widget(self:Dashboard, changed:dict) -> bool:
     rebuild = self.figure is None or want != list(self.figure.layout.meta['ftnb_views'])
     if rebuild:
         old, self.figure = self.figure, grid_figure(want, go.FigureWidget).add_class('ftnb-dash-figure')
+        # as wide as the cell: without autosize the widget drew at plotly.js's 700 px default (it is measured before the
+        # page lays it out), and 'responsive' follows the window's later resizes
+        self.figure.layout.autosize = True; self.figure._config = {**self.figure._config, 'responsive': True}
         changed = {n: self._traces[n] for n in want if n in self._sigs}
         if old is not None: self._fill_box(); old.close()
     sync_all(self.figure, changed)

@@ -219,6 +219,8 @@ def test_panel_trains_and_stops(server, tmp_path):
         expect(plots).to_have_count(1)  # one grid figure in either mode, not a figure per view
         views = plots.evaluate('g => g.layout.meta.ftnb_views')
         assert 'loss' in views and 'memory' not in views, views  # no empty GPU-memory panel on a CPU
+        width, room = plots.evaluate('g => g._fullLayout.width'), live.evaluate('e => e.clientWidth')
+        assert width >= 0.9 * room, (width, room)  # the grid as wide as the cell (the widget once drew at plotly's 700 px default)
         if mode == 'handle':  # the status, hints and grid are in the Output widget the run mirrors into
             expect(live.locator('.widget-output .ftnb-headline')).to_have_count(1)
         shot(ui, 'training')
