@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from . import accel, adapters, models
 from .card import write_card
+from .console import metrics_bar
 from .config import ConfigError, RunConfig, save as save_config, to_dict
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_jsonl
 from .warns import WarningLog
@@ -490,6 +491,7 @@ def _fit(self:Run, trainer) -> RunResult:
     accel.prepare(trainer, self.cfg)  # QAT or FP8 layers, before the optimizer is built
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
     console_off(trainer)  # `ftnb train` in a terminal: ftnb.tui draws the console
+    metrics_bar(trainer)  # a plain call: one bar with the key metrics, no dict per log (ftnb.console)
     if self.resume is not None: self._resumed_on(self.resume)
     if self.resume is not None and self.main:  # finish a rotation that a kill cut short
         best = self.dir/'best'

@@ -1078,3 +1078,28 @@ def test_an_unwatched_run_leaves_warnings_alone(tmp_path):
     with pytest.warns(FutureWarning, match='plain'):
         with runs.Run(cfg): warnings.warn_explicit('plain', FutureWarning, 'lib.py', 8)
     assert not [e for e in read_events(cfg.run_dir) if e.kind == 'Log' and 'plain' in e.message]
+
+
+def test_a_view_removes_the_bars_and_a_plain_run_gets_the_metrics_bar(tmp_path):
+    "CO1, CO2: with a view (draws_console) transformers' bars go and none comes back; a plain run's bar is swapped for MetricsBar."
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+    from ftnb.console import MetricsBar, metrics_bar
+    class View(TrainerCallback): draws_console = True
+    for cbs, want in (([ProgressCallback()], [MetricsBar]), ([NotebookProgressCallback()], [MetricsBar]),
+                      ([ProgressCallback(), View()], [View]), ([PrinterCallback()], [PrinterCallback])):  # tqdm off: transformers' printer stays
+        t = FakeTrainer(tmp_path, callbacks=cbs)
+        runs.console_off(t); metrics_bar(t)
+        assert [type(c) for c in t.callbacks] == want, (cbs, t.callbacks)
+
+
+def test_metrics_bar_keeps_the_train_loss_beside_an_eval_log():
+    "CO1: each log updates the bar's line; an eval log adds eval loss and keeps the last train loss; other ranks draw nothing."
+    from ftnb.console import MetricsBar
+    seen, st = [], TrainerState()
+    b = MetricsBar(); b.training_bar = SimpleNamespace(set_postfix_str=lambda s, refresh=True: seen.append(s))
+    b.on_log(None, st, None, logs={'loss': 2.0, 'grad_norm': 1.0, 'epoch': 0.5})
+    b.on_log(None, st, None, logs={'eval_loss': 1.5, 'eval_runtime': 0.1})
+    assert seen == ['loss 2 · grad norm 1', 'loss 2 · eval loss 1.5 · grad norm 1'] and b.line == seen[-1]
+    st.is_world_process_zero = False
+    b.on_log(None, st, None, logs={'loss': 9.0}); assert len(seen) == 2
