@@ -414,7 +414,12 @@ def _clicked(self):
     except FtnbError as e: self._say(str(e), '#c62828')
 
 RunControl._new_dashboard, RunControl._clicked, RunControl._mirror_figs = _new_dashboard, _clicked, _mirror_figs
-RunControl._repr_mimebundle_ = lambda self, **kw: W.VBox([W.HBox([self.train_btn, self.stop_btn, self.progress, self.label]), self.status, self.live])._repr_mimebundle_(**kw)
+def _with_text(bundle:dict, text:str) -> dict:
+    "A widget's mime bundle whose plain-text fallback says what it is (a saved notebook without its kernel, GitHub, the docs site show this, not the widget's repr)."
+    return {**bundle, 'text/plain': text} if bundle else bundle
+
+RunControl._repr_mimebundle_ = lambda self, **kw: _with_text(W.VBox([W.HBox([self.train_btn, self.stop_btn, self.progress, self.label]), self.status, self.live])._repr_mimebundle_(**kw),
+    'ftnb run control: Train and Stop, the progress bar and the live view (widgets: they show in a running notebook)')
 
 # %% ../nbs/12_widgets.ipynb #dc386e7e
 TABS = {'Dataset': ('data',), 'Model & adapter': ('model', 'adapter'), 'Method': ('method',), 'Training': ('train',), 'Acceleration': ('accel',)}
@@ -632,7 +637,7 @@ def _resume_changed(self, change):
     if not self._quiet: self.fields['train.resume_from'].set('latest' if change['new'] else None)
 
 ConfigPanel._changed, ConfigPanel._resume_changed = _changed, _resume_changed
-ConfigPanel._repr_mimebundle_ = lambda self, **kw: self.widget._repr_mimebundle_(**kw)
+ConfigPanel._repr_mimebundle_ = lambda self, **kw: _with_text(self.widget._repr_mimebundle_(**kw), 'ftnb config panel: the run config as tabs of fields (widgets: they show in a running notebook)')
 
 # %% ../nbs/12_widgets.ipynb #ef4f3bf1
 def _discover(self) -> list[str]:

@@ -245,3 +245,11 @@ def test_handle_mode_panel_shows_what_widget_mode_shows(tmp_path):
     assert colors['reward'] == color_of('reward') and colors['train loss'] == color_of('train loss')
     assert panel.run.dashboard.browser.widget in panel.run.live.children
     assert panel.run.dashboard.extra_s > 0  # the copy into the Output widget counts as redraw time (Dashboard.interval)
+
+
+def test_a_saved_notebook_says_what_the_widgets_are():
+    "U14: without a kernel (GitHub, the docs site) the panel and the run control read as what they are, not as a widget repr."
+    panel = ConfigPanel(RunConfig())
+    for w, word in ((panel, 'ftnb config panel'), (panel.run, 'ftnb run control')):
+        b = w._repr_mimebundle_()
+        assert 'application/vnd.jupyter.widget-view+json' in b and b['text/plain'].startswith(word) and 'VBox' not in b['text/plain'], b
