@@ -22,7 +22,7 @@ from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_js
 from .warns import WarningLog
 
 # %% auto #0
-__all__ = ['STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'rank', 'world_size', 'fsdp_kwargs', 'trainer_kwargs',
+__all__ = ['CKPT', 'STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'rank', 'world_size', 'fsdp_kwargs', 'trainer_kwargs',
            'write_json', 'read_result', 'status', 'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run',
            'check_output_dir', 'saved_config', 'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop',
            'rotate', 'wait', 'atomic_saves', 'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside',
@@ -39,10 +39,17 @@ def world_size() -> int:
     "How many training processes run together (1 when there is one)."
     return int(os.environ.get('WORLD_SIZE', 1))
 
+def _ckpt_arg() -> str:
+    "The TrainingArguments name of gradient checkpointing: transformers 5.24 renamed it (the old name still works, with a FutureWarning each run)."
+    from transformers import TrainingArguments
+    return 'activation_checkpointing' if 'activation_checkpointing' in TrainingArguments.__dataclass_fields__ else 'gradient_checkpointing'
+
+CKPT = _ckpt_arg()
+
 def fsdp_kwargs(cfg:RunConfig, cuda:bool) -> dict:
     "The `TrainingArguments` FSDP2 settings that `accel.fsdp` asks for ({} when off, or in a single process)."
     if not cfg.accel.fsdp or world_size() < 2: return {}  # one process: nothing to shard across
-    return dict(fsdp=True, gradient_checkpointing=False,  # FSDP2 recomputes activations itself; the Trainer's flag would add an all-gather in backward (transformers' docs)
+    return dict(fsdp=True, **{CKPT: False},  # FSDP2 recomputes activations itself; the Trainer's flag would add an all-gather in backward (transformers' docs)
                 fsdp_config={'version': 2, 'reshard_after_forward': True,  # full shard: weights, gradients and optimizer state
                              'activation_checkpointing': models.checkpointing(cfg, cuda),
                              'state_dict_type': 'FULL_STATE_DICT'})  # whole checkpoints: they load on any number of processes
@@ -62,7 +69,7 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
         save_strategy='steps', save_steps=t.save_steps, save_total_limit=t.save_total_limit,
         seed=t.seed, data_seed=t.seed, report_to='none', use_cpu=not cuda, dataloader_num_workers=0,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        gradient_checkpointing=models.checkpointing(cfg, cuda), use_liger_kernel=a.liger, optim=a.optim,
+        **{CKPT: models.checkpointing(cfg, cuda)}, use_liger_kernel=a.liger, optim=a.optim,
         # transformers turns torch_compile on when a backend or mode is given: both only with it
         torch_compile=a.torch_compile, torch_compile_backend=a.compile_backend if a.torch_compile else None,
         torch_compile_mode=a.compile_mode if a.torch_compile else None), **fsdp_kwargs(cfg, cuda)}

@@ -80,7 +80,7 @@ def test_multi_gpu_bench_with_one_gpu_says_so_and_exits_0(monkeypatch, capsys, t
 # ------------------------------------------------------------------------------------------------ 06b_runs / multi_gpu: FSDP2 settings
 def test_fsdp_settings_full_shard_whole_checkpoints_and_the_run_dtype(monkeypatch):
     "C17, IM11, IM12: FSDP2 full shard, whole checkpoints, activation checkpointing follows the field, bf16 follows model.dtype; one process: none."
-    from ftnb.runs import trainer_kwargs
+    from ftnb.runs import CKPT, trainer_kwargs
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # the settings a GPU machine gets; nothing runs
     def kw(gc, ws):
         monkeypatch.setenv('WORLD_SIZE', str(ws))
@@ -88,10 +88,10 @@ def test_fsdp_settings_full_shard_whole_checkpoints_and_the_run_dtype(monkeypatc
                                                         'accel': {'fsdp': True, 'gradient_checkpointing': gc}, 'train': {'lr': 2e-5}}))
     for gc in (True, False):
         k = kw(gc, 2)
-        assert k['fsdp'] and k['bf16'] and not k['fp16'] and not k['gradient_checkpointing']  # the Trainer's flag off: FSDP2 checkpoints
+        assert k['fsdp'] and k['bf16'] and not k['fp16'] and not k[CKPT]  # the Trainer's flag off: FSDP2 checkpoints
         assert k['fsdp_config'] == {'version': 2, 'reshard_after_forward': True, 'activation_checkpointing': gc, 'state_dict_type': 'FULL_STATE_DICT'}
     one = kw(True, 1)
-    assert 'fsdp' not in one and one['gradient_checkpointing'] is True   # one process: no effect, plain training
+    assert 'fsdp' not in one and one[CKPT] is True   # one process: no effect, plain training
 
 def test_fp32_full_finetuning_holds_16_bytes_a_parameter():
     "IM9: weights, gradients and Adam's two states in float32: 16 bytes a parameter (so 112 GB at 7B), counted on the tiny model."

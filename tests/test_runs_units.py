@@ -65,7 +65,7 @@ def test_trainer_kwargs_every_field(tmp_path):
                 gradient_accumulation_steps=5, learning_rate=3e-4, lr_scheduler_type='cosine', warmup_steps=0.25, weight_decay=0.07,
                 max_grad_norm=0.6, logging_steps=4, logging_first_step=True, eval_strategy='no', eval_steps=6, metric_for_best_model=None,
                 save_strategy='steps', save_steps=9, save_total_limit=4, seed=123, data_seed=123, report_to='none', use_cpu=True,
-                dataloader_num_workers=0, bf16=False, fp16=False, gradient_checkpointing=True, use_liger_kernel=True,
+                dataloader_num_workers=0, bf16=False, fp16=False, **{runs.CKPT: True}, use_liger_kernel=True,
                 optim='adamw_torch_fused', torch_compile=False, torch_compile_backend=None, torch_compile_mode=None)  # one process: no fsdp keys
     assert not torch.cuda.is_available()
     assert runs.trainer_kwargs(cfg) == want                                  # has_eval defaults to False
@@ -75,7 +75,7 @@ def test_trainer_kwargs_every_field(tmp_path):
     assert runs.trainer_kwargs(cfg, False) == {**want, 'eval_strategy': 'no', 'eval_steps': None}
     cfg.accel.liger, cfg.accel.gradient_checkpointing = False, False
     k = runs.trainer_kwargs(cfg)
-    assert (k['use_liger_kernel'], k['gradient_checkpointing']) == (False, False)
+    assert (k['use_liger_kernel'], k[runs.CKPT]) == (False, False)
 
 @pytest.mark.parametrize('dtype,bf16,fp16', [('bfloat16', True, False), ('float16', False, True), ('float32', False, False)])
 def test_trainer_kwargs_precision_on_a_gpu(tmp_path, monkeypatch, dtype, bf16, fp16):
@@ -87,10 +87,10 @@ def test_trainer_kwargs_precision_on_a_gpu(tmp_path, monkeypatch, dtype, bf16, f
     cfg.model.dtype = dtype
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     k = runs.trainer_kwargs(cfg)
-    assert (k['use_cpu'], k['bf16'], k['fp16'], k['gradient_checkpointing']) == (False, bf16, fp16, False)
+    assert (k['use_cpu'], k['bf16'], k['fp16'], k[runs.CKPT]) == (False, bf16, fp16, False)
     g = RunConfig.model_validate({'model': {'dtype': dtype}, 'method': {'name': 'grpo', 'num_generations': 2},
                                   'train': {'output_dir': str(tmp_path), 'batch_size': 2}})
-    assert runs.trainer_kwargs(g)['gradient_checkpointing'] is True
+    assert runs.trainer_kwargs(g)[runs.CKPT] is True
 
 # -------------------------------------------------------------------------------------------- write_json, read_result
 def test_write_json_atomic_with_indent(tmp_path, monkeypatch):
@@ -1103,3 +1103,15 @@ def test_metrics_bar_keeps_the_train_loss_beside_an_eval_log():
     assert seen == ['loss 2 · grad norm 1', 'loss 2 · eval loss 1.5 · grad norm 1'] and b.line == seen[-1]
     st.is_world_process_zero = False
     b.on_log(None, st, None, logs={'loss': 9.0}); assert len(seen) == 2
+
+
+def test_checkpointing_goes_by_the_name_transformers_takes_without_a_warning(tmp_path):
+    "transformers 5.24 renamed gradient_checkpointing to activation_checkpointing; the old name warns at every run."
+    import dataclasses, transformers
+    from transformers import TrainingArguments
+    new = 'activation_checkpointing' in {f.name for f in dataclasses.fields(TrainingArguments)}
+    assert runs.CKPT == ('activation_checkpointing' if new else 'gradient_checkpointing'), transformers.__version__
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', FutureWarning)
+        a = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, **{runs.CKPT: True})
+    assert a.gradient_checkpointing is True  # TRL reads the old name: it mirrors the new one
