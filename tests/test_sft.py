@@ -112,7 +112,8 @@ def test_every_trainer_argument_comes_from_one_field():
     # the rest: an eval set or not, the machine (CPU here), or fixed settings that ftnb needs as they are
     a, no_eval = args(base), args(base, has_eval=False)
     assert {k for k in a if a[k] != no_eval[k]} == {'eval_strategy', 'metric_for_best_model'}
-    machine = {'use_cpu': True, 'bf16': False, 'fp16': False, 'gradient_checkpointing': False}  # CPU: fp32, no checkpointing
+    from ftnb.runs import CKPT  # activation_checkpointing since transformers 5.24
+    machine = {'use_cpu': True, 'bf16': False, 'fp16': False, CKPT: False}  # CPU: fp32, no checkpointing
     fixed = {'logging_first_step': True, 'save_strategy': 'steps', 'report_to': 'none', 'dataloader_num_workers': 0, 'packing_strategy': 'bfd',
              'completion_only_loss': False, 'assistant_only_loss': False, 'use_liger_kernel': False,
              'optim': 'adamw_torch_fused', 'torch_compile': False, 'torch_compile_backend': None, 'torch_compile_mode': None}  # accel's defaults
