@@ -23,7 +23,16 @@ Reported per run: median seconds per step over steps 3..N (1-2 are warm-up), the
 `nvidia-smi` sampled every 50 ms by this (parent) process over the child's whole life (all processes on the GPU: vLLM's
 pool, the trainer, the CUDA context), the same from cudaMemGetInfo inside the child while training, memory in use at each
 step end, and the time split from TRL's profiling contexts. The top-level `summary` has one entry per size with medians
-over the pairs. `*_min_gib` (the memory-fit mode) is null until that mode exists; `min_gib_note` says so.
+over the pairs.
+
+Memory-fit mode (`--fit ftnb,trl,ftnb_shared` or `--fit ftnb_qlora`, one run per way, 5 steps): vLLM's KV cache is cut
+to what one step needs (`kv_bytes`: 32 sequences x `max_model_len` tokens, x1.25 for block rounding), for every way
+alike, by passing vLLM's own `kv_cache_memory_bytes` to each `vllm.LLM` the child builds (TRL has no setting for it, so
+the bench wraps `LLM.__init__` in the child). The device-wide peak of such a run is the way's `*_min_gib`: the smallest
+GPU it fits, give or take the allocator's slack. An H200 cannot be capped to a smaller size, so this is the peak with
+the one pool that scales with the GPU (vLLM's KV cache) cut to its need, not a run on a smaller card. `ftnb_qlora` = ftnb
+with `adapter.method='qlora'` (vLLM reads the same bf16 checkpoint and quantizes it to 4 bits itself).
+A ftnb run's `timeline.jsonl` (phases with the memory in use at each) is copied next to the JSON.
 """
 import argparse, json, os, random, statistics, subprocess, sys, threading, time
 from pathlib import Path
@@ -44,6 +53,20 @@ SPECIAL = {151643: '<|endoftext|>', 151644: '<|im_start|>', 151645: '<|im_end|>'
 PROMPT_TOKENS, COMPLETION_TOKENS, N_GEN, BATCH = 128, 256, 8, 32
 WAYS = ('ftnb', 'trl', 'ftnb_shared')  # with --shared: each rep starts one way later (A B C, B C A, C A B)
 WORK = Path(os.environ.get('FTNB_BENCH_DIR', '/tmp/ftnb-bench'))
+FIT_STEPS, MAX_MODEL_LEN = 5, 512
+
+def kv_bytes(size:str) -> int:
+    "vLLM KV-cache bytes for one step: 32 sequences x max_model_len tokens (bf16 K and V of every layer), x1.25 for block rounding."
+    c = SIZES[size]
+    per_token = c['num_hidden_layers'] * 2 * c['num_key_value_heads'] * (c['hidden_size'] // c['num_attention_heads']) * 2
+    return int(1.25 * BATCH * MAX_MODEL_LEN * per_token)
+
+def cap_kv(n:int):
+    "Make every vllm.LLM built in this process use a KV cache of n bytes (vLLM's kv_cache_memory_bytes; it then ignores gpu_memory_utilization for the cache)."
+    import vllm
+    init = vllm.LLM.__init__
+    def capped(self, *a, **kw): kw['kv_cache_memory_bytes'] = n; init(self, *a, **kw)
+    vllm.LLM.__init__ = capped
 
 def tokenizer(n:int=VOCAB):
     "A byte-level BPE tokenizer with exactly `n` entries and no merges: every id decodes, each input byte is one token."
@@ -132,18 +155,20 @@ class Probe:
                     split=dict(generate=gen, sync=sync, logprob_forwards=logp, loss=loss, optimizer=opt,
                                backward_and_other=step - (gen or 0) - (sync or 0) - (loss or 0) - opt))
 
-def run_way(size:str, way:str, steps:int, cpu:bool=False) -> dict:
-    "One (size, way) run in this process."
+def run_way(size:str, way:str, steps:int, cpu:bool=False, kv:int|None=None) -> dict:
+    "One (size, way) run in this process; `kv`: cap vLLM's KV cache at this many bytes (memory-fit mode)."
     import torch
+    if kv and not cpu: cap_kv(kv)
     path, data = build(size), prompts_file()
     comp, n_gen, batch = (8, 2, 4) if cpu else (COMPLETION_TOKENS, N_GEN, BATCH)
     probe = Probe()
-    if way in ('ftnb', 'ftnb_shared'):
+    run_dir = None
+    if way in ('ftnb', 'ftnb_shared', 'ftnb_qlora'):
         from ftnb.config import RunConfig
         from ftnb import train
         cfg = RunConfig.model_validate({'model': {'name_or_path': str(path), 'dtype': 'float32' if cpu else 'bfloat16'},
             'data': {'path': str(data), 'eval_fraction': 0, 'max_length': 512},
-            'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
+            'adapter': {'method': 'qlora' if way == 'ftnb_qlora' else 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
             'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty', 'max_len': 300}], 'num_generations': n_gen,
                        'max_completion_length': comp, 'beta': 0.0, 'engine': 'hf' if cpu else 'vllm',
                        'gpu_memory_utilization': 0.3, 'max_model_len': 512,
@@ -151,7 +176,7 @@ def run_way(size:str, way:str, steps:int, cpu:bool=False) -> dict:
             'train': {'output_dir': str(WORK/'runs'), 'run_name': f'ftnb-{size}-{os.getpid()}', 'max_steps': steps, 'batch_size': batch,
                       'lr': 1e-5, 'logging_steps': 1, 'save_steps': 100_000, 'seed': 0}})
         res = train(cfg, callbacks=[probe.callback])
-        m, a = cfg.method, res.trainer.args
+        m, a, run_dir = cfg.method, res.trainer.args, str(res.run_dir)
         settings = dict(sync=m.sync, sleep_level=m.sleep_level, gradient_checkpointing=a.gradient_checkpointing,
                         **{k: getattr(m, k) for k in ('old_logprobs',) if hasattr(m, k)})
     else:
@@ -175,7 +200,7 @@ def run_way(size:str, way:str, steps:int, cpu:bool=False) -> dict:
         settings = dict(sleep_level=2 if tr.args.use_vllm and tr.args.vllm_enable_sleep_mode else 0,
                         gradient_checkpointing=tr.args.gradient_checkpointing)
     probe.stop = True
-    return dict(size=size, way=way, params_m=params_m(path), **settings, **probe.summary())
+    return dict(size=size, way=way, params_m=params_m(path), **settings, **probe.summary(), kv_bytes=kv, run_dir=run_dir)
 
 def params_m(path) -> float:
     "Parameters of the saved model in millions, counted on the meta device (no memory)."
@@ -223,7 +248,7 @@ def summarize(runs:list[dict]) -> list[dict]:
     for size in dict.fromkeys(r['size'] for r in runs):
         pairs = {}
         for r in runs:
-            if r['size'] == size and 'sec_per_step' in r: pairs.setdefault(r['pair'], {})[r['way']] = r
+            if r['size'] == size and 'sec_per_step' in r and not r.get('fit'): pairs.setdefault(r['pair'], {})[r['way']] = r
         full = [p for p in pairs.values() if {'ftnb', 'trl'} <= p.keys()]
         get = lambda way, k: med([p[way][k] for p in full])
         out.append(dict(size=size, vocab_size=VOCAB, pairs=len(full),
@@ -232,6 +257,11 @@ def summarize(runs:list[dict]) -> list[dict]:
                         pair_ratios=[round(p['ftnb']['sec_per_step'] / p['trl']['sec_per_step'], 3) for p in full],
                         ftnb_peak_gib=get('ftnb', 'smi_peak_gib'), trl_peak_gib=get('trl', 'smi_peak_gib'),
                         ftnb_min_gib=None, trl_min_gib=None))
+        fit = {r['way']: r['smi_peak_gib'] for r in runs if r['size'] == size and r.get('fit') and 'sec_per_step' in r}
+        # the smallest GPU (memory-fit mode): ftnb's is its leaner way where both ran; each way's own value is kept beside it
+        ftnb_fit = [fit[w] for w in ('ftnb', 'ftnb_shared', 'ftnb_qlora') if fit.get(w) is not None]
+        out[-1].update({f'{w}_fit_gib': v for w, v in fit.items()})
+        out[-1].update(ftnb_min_gib=min(ftnb_fit) if ftnb_fit else None, trl_min_gib=fit.get('trl'))
         sh = [p for p in pairs.values() if {'ftnb_shared', 'trl'} <= p.keys()]
         if sh:  # method.sync='shared' (one copy of the base weights, adapter from memory, KV-only sleep), against TRL in the same rep
             out[-1].update(shared_reps=len(sh), ftnb_shared_s_per_step=med([p['ftnb_shared']['sec_per_step'] for p in sh]),
@@ -249,28 +279,36 @@ def main():
     ap.add_argument('--one', help='size:way, run in this process (internal)')
     ap.add_argument('--first-rep', type=int, default=0, help='index of the first rep (to continue a series in another call)')
     ap.add_argument('--shared', action='store_true', help="also the way 'ftnb_shared' (method.sync='shared'); the order rotates each rep")
+    ap.add_argument('--fit', help="memory-fit mode: these ways (ftnb, trl, ftnb_shared, ftnb_qlora), one run each, 5 steps, vLLM's KV cache cut to one step's need")
+    ap.add_argument('--kv-bytes', type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         size, way = a.one.split(':')
-        print('RESULT ' + json.dumps(run_way(size, way, a.steps, a.cpu)), flush=True); return
+        print('RESULT ' + json.dumps(run_way(size, way, a.steps, a.cpu, a.kv_bytes)), flush=True); return
     t_start, out = time.time(), Path(a.out)
-    results = dict(meta=meta(), runs=[], not_made=[],
-                   min_gib_note='memory-fit mode (smallest device memory in which 5 steps complete) not built yet: ftnb_min_gib / trl_min_gib are null')
+    results = dict(meta=meta(), runs=[], not_made=[])
+    if a.fit: results['fit_note'] = __doc__[__doc__.index('Memory-fit mode'):__doc__.index('A ftnb run')].strip()
     for size in a.sizes.split(','):
-        for i in range(a.first_rep, a.first_rep + a.pairs):
-            order = WAYS[i % len(WAYS):] + WAYS[:i % len(WAYS)] if a.shared else (('ftnb', 'trl') if i % 2 == 0 else ('trl', 'ftnb'))
+        for i in range(a.first_rep, a.first_rep + (1 if a.fit else a.pairs)):
+            order = (tuple(a.fit.split(',')) if a.fit else WAYS[i % len(WAYS):] + WAYS[:i % len(WAYS)] if a.shared
+                     else (('ftnb', 'trl') if i % 2 == 0 else ('trl', 'ftnb')))
             if time.time() - t_start > a.budget:
                 results['not_made'].append(dict(size=size, pair=i, why=f'over the call budget of {a.budget:.0f} s')); continue
             for way in order:
                 t0, smi = time.time(), SmiPeak()
-                cmd = [sys.executable, __file__, '--one', f'{size}:{way}', '--steps', str(a.steps)] + (['--cpu'] if a.cpu else [])
+                cmd = [sys.executable, __file__, '--one', f'{size}:{way}', '--steps', str(FIT_STEPS if a.fit else a.steps)] + (
+                    ['--cpu'] if a.cpu else []) + (['--kv-bytes', str(kv_bytes(size))] if a.fit else [])
                 try:
                     p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.run_timeout)
                     line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
                     r = json.loads(line[-1][7:]) if line else dict(size=size, way=way, error=(p.stderr or p.stdout)[-3000:])
                 except subprocess.TimeoutExpired as e:
                     r = dict(size=size, way=way, error=f'timed out after {a.run_timeout} s: ' + str(e.stderr or '')[-2000:])
-                r.update(pair=i, order=order.index(way), wall_s=time.time() - t0, **smi.stop())
+                r.update(pair=i, order=order.index(way), wall_s=time.time() - t0, fit=bool(a.fit), **smi.stop())
+                tl = Path(r.get('run_dir') or '/nonexistent')/'timeline.jsonl'
+                if tl.exists():  # the memory timeline of this run, for the engine notebook
+                    dest = out.parent/f"timeline_{size}_{way}{'_fit' if a.fit else ''}.jsonl"; dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_text(tl.read_text()); r['timeline_file'] = dest.name
                 results['runs'].append(r)
                 print(json.dumps({k: v for k, v in r.items() if k not in ('step_times', 'error')}), r.get('error', '')[-1500:], flush=True)
                 results['summary'] = summarize(results['runs'])

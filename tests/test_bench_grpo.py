@@ -26,3 +26,15 @@ def test_summary_medians_over_pairs():
     (s,) = bench.summarize(runs)
     assert (s['pairs'], s['ftnb_s_per_step'], s['trl_s_per_step'], s['pair_ratios']) == (2, 1.1, 1.75, [0.5, 0.8])
     assert abs(s['ratio'] - 0.65) < 1e-9 and s['ftnb_peak_gib'] == 41.5 and s['ftnb_min_gib'] is None
+
+def test_fit_runs_give_min_gib_and_do_not_count_as_pairs():
+    run = lambda way, pair, s, peak, fit=False: dict(size='1.5b', way=way, pair=pair, sec_per_step=s, smi_peak_gib=peak, fit=fit)
+    runs = [run('ftnb', 0, 1.0, 40), run('trl', 0, 2.0, 41),
+            run('ftnb', 0, 1.1, 12.0, True), run('trl', 0, 2.1, 14.0, True), run('ftnb_shared', 0, 1.2, 10.5, True)]
+    (s,) = bench.summarize(runs)
+    assert (s['pairs'], s['ftnb_s_per_step'], s['ftnb_peak_gib']) == (1, 1.0, 40)  # the fit runs are not pairs
+    assert (s['ftnb_min_gib'], s['trl_min_gib'], s['ftnb_shared_fit_gib'], s['ftnb_fit_gib']) == (10.5, 14.0, 10.5, 12.0)
+
+def test_kv_bytes_is_one_steps_need():
+    # 1.5B: 28 layers x K and V x 2 KV heads x 128 dims x 2 bytes = 28,672 bytes a token; 32 x 512 tokens, x1.25
+    assert bench.kv_bytes('1.5b') == int(1.25 * 32 * 512 * 28 * 2 * 2 * 128 * 2)
