@@ -6,12 +6,12 @@ Docs: https://ftnb.github.io/ftnb/console.html.md"""
 
 # %% ../nbs/06e_console.ipynb #3dd3be20
 from __future__ import annotations
-import math
+import math, sys
 
 from transformers.trainer_callback import ProgressCallback
 
 # %% auto #0
-__all__ = ['KEYS', 'metrics_line', 'MetricsBar', 'metrics_bar']
+__all__ = ['KEYS', 'metrics_line', 'MetricsBar', 'progress_kinds', 'metrics_bar']
 
 # %% ../nbs/06e_console.ipynb #3a918ee8
 KEYS = {'loss': 'loss', 'reward': 'reward', 'eval_loss': 'eval loss', 'eval_reward': 'eval reward',
@@ -31,11 +31,15 @@ class MetricsBar(ProgressCallback):
         self.line = metrics_line(self.seen)
         self.training_bar.set_postfix_str(self.line, refresh=False)  # drawn at the bar's next update
 
+def progress_kinds() -> tuple:
+    "transformers' progress-bar callbacks: the terminal's, and the notebook's where that module is loaded."
+    nb = sys.modules.get('transformers.utils.notebook')  # importing it needs IPython (absent on a bare GPU box); a trainer made in Jupyter has imported it
+    return (ProgressCallback,) + ((nb.NotebookProgressCallback,) if nb else ())
+
 def metrics_bar(trainer) -> bool:
     "Swap transformers' progress bar (terminal or notebook) in `trainer` for a `MetricsBar`; True if there was one."
-    from transformers.utils.notebook import NotebookProgressCallback
     cbs = trainer.callback_handler.callbacks
-    old = [c for c in cbs if type(c) in (ProgressCallback, NotebookProgressCallback)]
+    old = [c for c in cbs if type(c) in progress_kinds()]
     for c in old: trainer.callback_handler.remove_callback(c)
     if old: trainer.add_callback(MetricsBar())
     return bool(old)

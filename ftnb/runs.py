@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from . import accel, adapters, models
 from .card import write_card
-from .console import metrics_bar
+from .console import metrics_bar, progress_kinds
 from .config import ConfigError, RunConfig, save as save_config, to_dict
 from .events import Bus, EventCallback, EventQueue, Log, RunEnd, RunLog, read_jsonl
 from .warns import WarningLog
@@ -481,11 +481,10 @@ Run.__enter__, Run.__exit__ = _enter, _exit
 # %% ../nbs/06b_runs.ipynb #cdd76a8e
 def console_off(trainer) -> list:
     "Remove transformers' progress bar and printed logs from `trainer` when one of its callbacks has `draws_console`; returns those removed."
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.utils.notebook import NotebookProgressCallback
+    from transformers.trainer_callback import PrinterCallback
     cbs = trainer.callback_handler.callbacks
     if not any(getattr(c, 'draws_console', False) for c in cbs): return []
-    gone = [c for c in cbs if type(c) in (PrinterCallback, ProgressCallback, NotebookProgressCallback)]
+    gone = [c for c in cbs if type(c) in (PrinterCallback, *progress_kinds())]
     for c in gone: trainer.callback_handler.remove_callback(c)
     return gone
 

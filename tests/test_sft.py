@@ -121,3 +121,17 @@ def test_every_trainer_argument_comes_from_one_field():
     assert {k: a[k] for k in fixed} == fixed
     if not torch.cuda.is_available(): assert {k: a[k] for k in machine} == machine  # on a GPU: bf16 and checkpointing, by the machine
     assert set(a) == {k for v in moved.values() for k in v} | {'eval_strategy', 'metric_for_best_model'} | set(machine) | set(fixed)
+
+def test_train_runs_where_ipython_is_not_installed(tmp_path):
+    "A bare GPU box has no IPython (ftnb's core does not need it): ftnb.train once died there importing transformers' notebook bar."
+    import json, subprocess, sys
+    (tmp_path/'cfg.json').write_text(json.dumps(cfg_for(tmp_path, 'bare', max_steps=2).model_dump(mode='json')))
+    code = f"""
+import sys; sys.modules['IPython'] = None  # as if not installed: any import of it fails
+import json, ftnb
+from ftnb.config import RunConfig
+res = ftnb.train(RunConfig.model_validate(json.load(open({str(tmp_path/'cfg.json')!r}))))
+print('RESULT', res.status, res.step, 'transformers.utils.notebook' in sys.modules)
+"""
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert 'RESULT finished 2 False' in p.stdout, (p.stdout + p.stderr)[-3000:]
