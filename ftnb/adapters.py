@@ -17,6 +17,7 @@ from transformers.pytorch_utils import Conv1D
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
+from . import models
 from .config import AdapterCfg, ConfigError, QUANTIZED, RunConfig, check_targets
 
 # %% ../nbs/04_adapters.ipynb #f9771959
@@ -87,6 +88,7 @@ def invocation_tokens(acfg:AdapterCfg, # the `adapter` part of a RunConfig; uses
 def peft_config(acfg:AdapterCfg, # the `adapter` part of a RunConfig
                 model:nn.Module, # the base model (its layer names are checked)
                 tok=None,        # the tokenizer; needed for aLoRA
+                new_ids:list[int]=(), # ids of added tokens (`models.grow_vocab`): their embedding rows train as PEFT trainable tokens
                )->LoraConfig|None:
     "The PEFT LoraConfig for `acfg`, or None for full fine-tuning."
     if acfg.method == 'full': return None
@@ -94,6 +96,7 @@ def peft_config(acfg:AdapterCfg, # the `adapter` part of a RunConfig
               use_rslora=acfg.use_rslora, use_dora=acfg.method == 'dora',
               modules_to_save=_modules_to_save(acfg, model), task_type='CAUSAL_LM')
     if acfg.method == 'alora': kw['alora_invocation_tokens'] = invocation_tokens(acfg, tok)
+    if new_ids: kw['trainable_token_indices'] = list(new_ids)  # PEFT finds the input embedding (and a tied output layer follows it)
     return LoraConfig(**kw)
 
 # %% ../nbs/04_adapters.ipynb #8ca182c3
@@ -134,13 +137,23 @@ def apply(model:nn.Module, # the base model from `ftnb.models.load_model(cfg)`
     "The model ready to train: a PeftModel with the adapter `cfg.adapter` describes, or, for 'full', the model with every weight trainable."
     a = cfg.adapter
     _check_model(model, a.method)
+    if cfg.model.add_tokens and tok is None:
+        raise ConfigError('model.add_tokens', cfg.model.add_tokens, 'pass the tokenizer: apply(model, cfg, tok)', 'the new tokens need the tokenizer they were added to')
+    new = models.grow_vocab(model, tok, cfg.model) if tok is not None else []
     if a.method == 'full': return model.requires_grad_(True)
-    pc = peft_config(a, model, tok)
+    pc = peft_config(a, model, tok, new)
     with torch.random.fork_rng(devices=[]):  # seeded adapter init, global RNG untouched
         torch.manual_seed(cfg.train.seed)
         pm = get_peft_model(model, pc)
+    _head_bias(pm)
     _warn_share(pm, a)
     return pm
+
+def _head_bias(pm:PeftModel):
+    "Give a trainable-tokens output layer the `bias` of the layer it wraps (PEFT forwards only `weight`, its merged rows)."
+    head = pm.get_output_embeddings()  # TRL's fused LM head reads lm_head.weight and lm_head.bias directly
+    if isinstance(head, AuxiliaryTrainingWrapper) and 'bias' not in dir(head) and getattr(head.original_module, 'bias', None) is None:
+        head.bias = None
 
 # %% ../nbs/04_adapters.ipynb #67684d46
 def trainable_summary(model:nn.Module)->dict:

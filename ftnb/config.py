@@ -78,6 +78,9 @@ class ModelCfg(Part):
     attn_implementation: Literal['sdpa','eager','flash_attention_2'] = F('sdpa', "Attention kernel. 'sdpa' works everywhere; flash_attention_2 needs the flash-attn package.")
     trust_remote_code: bool = F(False, "Run Python code shipped with the model. Off by default: only turn on for repos you trust.")
     revision: str|None = F(None, "Hub branch, tag or commit to load (None = main).")
+    add_tokens: list[str] = F([], "Tokens to add to the tokenizer as special tokens (never split), e.g. ['<think>', '</think>'] or markers "
+        "a chat-template override uses. The embedding grows to hold them and their rows train: with an adapter through PEFT's trainable "
+        "tokens (those rows only), with full fine-tuning as any weight. SFT only. `ftnb export` writes them to new_embeddings.safetensors beside the adapter.")
 
 # %% ../nbs/00_config.ipynb #d027a3a1
 class DataCfg(Part):
@@ -281,6 +284,11 @@ def _checks(c) -> None:
     if c.method.name == 'grpo' and (c.train.batch_size * c.train.grad_accum) % c.method.num_generations:
         b = c.train.batch_size * c.train.grad_accum
         raise ConfigError('train.batch_size', c.train.batch_size, f"make batch_size x grad_accum ({b}) a multiple of method.num_generations ({c.method.num_generations}), e.g. batch_size={c.method.num_generations}", "GRPO needs whole groups of completions in each batch")
+    if c.method.name == 'grpo' and c.model.add_tokens:
+        raise ConfigError('model.add_tokens', c.model.add_tokens, "add the tokens in an SFT run, export it merged (ftnb export RUN --merged), and run GRPO on that model",
+                          "GRPO's vLLM engine loads the base model's vocabulary, which has no rows for new tokens")
+    if bad := [t for t in c.model.add_tokens if not t.strip()]:
+        raise ConfigError('model.add_tokens', bad, 'list non-empty strings, e.g. ["<think>", "</think>"]', 'an empty token cannot be added')
     if c.method.name == 'grpo' and (c.data.packing or c.data.padding_free):  # nothing would read them: see nbs/10_grpo
         f = 'packing' if c.data.packing else 'padding_free'
         raise ConfigError(f'data.{f}', True, f"turn data.{f} off for GRPO", "TRL's GRPOTrainer pads its training batch (prompt and completions under an attention mask) and has no packing")

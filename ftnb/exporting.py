@@ -6,7 +6,7 @@ Docs: https://ftnb.github.io/ftnb/exporting.html.md"""
 
 # %% ../nbs/10c_exporting.ipynb #a1230766
 from __future__ import annotations
-import importlib.util, shutil
+import importlib.util, json, shutil
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from .config import ConfigError, RunConfig, load as load_config
 from .runs import ckpt_dirs, complete, read_result
 
 # %% auto #0
-__all__ = ['SKIP', 'weights_dir', 'export']
+__all__ = ['SKIP', 'weights_dir', 'split_new_embeddings', 'export']
 
 # %% ../nbs/10c_exporting.ipynb #0aad9fda
 def weights_dir(run) -> Path:
@@ -51,6 +51,26 @@ def _write_adapter(src:Path, cfg:RunConfig, dst:Path):
         raise ConfigError('RUN', str(src), 'export from a complete checkpoint, or train the run again', f'{", ".join(missing)} missing')
     for p in src.iterdir():
         if p.is_file() and p.name not in SKIP and not p.name.startswith('rng_state'): shutil.copy2(p, dst/p.name)
+    split_new_embeddings(dst)
+
+def split_new_embeddings(d:Path) -> list[int]:
+    "Move the added tokens' rows (PEFT trainable tokens) out of the adapter in `d` into new_embeddings.safetensors; returns their ids."
+    from safetensors.torch import load_file, save_file
+    c = json.loads((d/'adapter_config.json').read_text()); ids = c.get('trainable_token_indices')
+    if not ids: return []
+    w = load_file(d/'adapter_model.safetensors')
+    rows = {k: w.pop(k) for k in [k for k in w if 'trainable_tokens_delta' in k]}  # PEFT keeps the rows' values, not a difference
+    for k in [k for k in w if k.endswith(('token_adapter.base_layer.weight', 'embed_tokens.weight', 'lm_head.weight'))]:
+        del w[k]  # the whole grown embedding, which PEFT saves when the vocabulary grew: the unchanged base has its own
+    inp = next(v for k, v in rows.items() if 'lm_head' not in k)
+    out = next((v for k, v in rows.items() if 'lm_head' in k), inp)  # a tied output layer shares the input rows
+    # fms-hf-tuning's layout for vLLM's old extra-vocabulary LoRA: the rows of the tokens after the base vocabulary, in id order
+    save_file({'input_embeddings': inp.contiguous(), 'output_embeddings': out.contiguous()}, d/'new_embeddings.safetensors',
+              metadata={'token_ids': json.dumps(ids)})
+    save_file(w, d/'adapter_model.safetensors', metadata={'format': 'pt'})
+    c['trainable_token_indices'] = None  # the adapter alone now loads on the unchanged base
+    (d/'adapter_config.json').write_text(json.dumps(c, indent=2))
+    return ids
 
 # %% ../nbs/10c_exporting.ipynb #a8b7a9a3
 def _check(cfg:RunConfig, merged:bool):
@@ -83,7 +103,8 @@ def _write_merged(src:Path, cfg:RunConfig, dst:Path, max_shard_size):
         if cfg.adapter.method == 'full': model = AutoModelForCausalLM.from_pretrained(src)
         else:
             from peft import PeftModel
-            model = PeftModel.from_pretrained(_base(cfg), src)
+            base = _base(cfg); models.grow_vocab(base, tok, cfg.model)  # added tokens: their rows, as in training
+            model = PeftModel.from_pretrained(base, src)
         adapters.merge_and_save(model, dst, tok, max_shard_size)
 
 # %% ../nbs/10c_exporting.ipynb #65346784

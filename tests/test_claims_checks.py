@@ -101,10 +101,10 @@ def test_importing_exporting_keeps_ftnb_export_a_function():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == 'True', r.stderr[-2000:]
 
-def test_no_way_to_add_tokens():
-    "F5: ftnb has no setting that adds tokens, so no adapter carries new embeddings (export does not move any)."
+def test_added_tokens_have_one_field():
+    "F6 (rewritten): model.add_tokens is the one setting that adds tokens; export moves their rows (tests/test_export.py)."
     from ftnb.widgets import field_paths
-    assert not [f for f in field_paths() if 'token' in f.split('.')[-1] and ('add' in f or 'new' in f or 'special' in f)]
+    assert [f for f in field_paths() if 'token' in f.split('.')[-1] and ('add' in f or 'new' in f or 'special' in f)] == ['model.add_tokens']
 
 # ------------------------------------------------------------------------------------------------ tutorials/alora
 def test_alora_acts_from_the_last_invocation_only():

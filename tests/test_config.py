@@ -157,3 +157,10 @@ def test_every_field_is_read_by_some_code():
     unread = [f"{part}.{name}" for part, f in C.RunConfig.model_fields.items() for name in f.annotation.model_fields
               if f'{part}.{name}' not in READ_BY_NAME and not any(re.search(rf'\.{name}\b', s) for s in src.values())]
     assert not unread, f'config fields that no code reads: {unread}'
+
+def test_add_tokens_rules():
+    from ftnb.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="model.add_tokens.*GRPO's vLLM engine loads the base model's vocabulary"):
+        RunConfig.model_validate({'model': {'add_tokens': ['<think>']}, 'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty'}]}})
+    with pytest.raises(ConfigError, match='model.add_tokens.*an empty token cannot be added'): RunConfig(model={'add_tokens': ['<a>', ' ']})
+    assert RunConfig(model={'add_tokens': ['<a>']}).model.add_tokens == ['<a>']

