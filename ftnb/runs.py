@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from . import accel, adapters, models
+from . import accel, adapters, lora_ops, models
 from .card import write_card
 from .console import metrics_bar
 from .config import ConfigError, RunConfig, save as save_config, to_dict
@@ -495,6 +495,7 @@ def _fit(self:Run, trainer) -> RunResult:
     if self.resume is not None:
         check_shapes(trainer.model, self.resume); self._claim()
     self.fitted = trainer
+    if self.cfg.accel.fused_lora: lora_ops.apply_fused_lora(trainer.model)  # after Liger (Trainer.__init__): fused_lora owns the MLP
     accel.prepare(trainer, self.cfg)  # QAT or FP8 layers, before the optimizer is built
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
     console_off(trainer)  # `ftnb train` in a terminal: ftnb.tui draws the console

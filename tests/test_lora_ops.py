@@ -1,0 +1,247 @@
+"""ftnb.lora_ops on the CPU: each fused op against the torch reference on odd shapes (outputs and gradients of x, A, B;
+fp32 tight, bf16 looser), the SwiGLU Triton kernels run by Triton's interpreter, the 4-bit branch with a stand-in
+dequantizer, `apply_fused_lora` on the tiny Qwen2 and Llama models (loss and every LoRA gradient equal PEFT's, with a
+negative control), its refusals, the config wiring through `ftnb.train`, and bench/lora_ops.py --smoke.
+The CUDA path (Triton kernels in bf16, a training run) is tests/gpu/test_lora_ops_gpu.py."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest, torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+
+from ftnb import lora_ops as L
+from ftnb.config import ConfigError, RunConfig
+from ftnb.testing import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+N, T, H, I, R = 3, 37, 72, 200, 5  # odd shapes: batch 3 x 37 tokens, hidden 72, intermediate 200, rank 5
+KV = 24                             # k/v out: 2 kv heads x 12
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative error (norm of the difference / norm of the reference)
+
+
+def rel(a, b) -> float: return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+def close(a, b, dt):
+    "fp32: elementwise within 1e-5 of the tensor's largest value, and relative norm 1e-5; bf16: relative norm within 2e-2."
+    if dt == torch.float32: torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
+    assert rel(a, b) < TOL[dt], (rel(a, b), dt)
+
+def proj(out, inp, bias, g):
+    "(W, b, A, B) of one projection, scaled so outputs are O(1); A, B require grad."
+    W = torch.randn(out, inp, generator=g) / inp**.5
+    b = torch.randn(out, generator=g) if bias else None
+    return W, b, (torch.randn(R, inp, generator=g) / inp**.5), (torch.randn(out, R, generator=g) / R**.5)
+
+def leaves(ts, dt):
+    "Copies of ts in dtype dt, the x/A/B ones (index 0 mod 4 >= 2, or x) requiring grad."
+    return [None if t is None else t.to(dt).requires_grad_(i % 4 >= 2) for i, t in enumerate(ts)]
+
+def grads_of(out, inputs):
+    outs = out if isinstance(out, tuple) else (out,)
+    gy = [torch.randn(o.shape, generator=torch.Generator().manual_seed(7)).to(o.dtype) for o in outs]
+    return torch.autograd.grad(outs, inputs, gy)
+
+def mlp_ref(x, ss, *p):
+    pg, pu, pd = p[0:4], p[4:8], p[8:12]
+    return L.lora_linear_ref(L.swiglu_ref(L.lora_linear_ref(x, *pg, ss[0]), L.lora_linear_ref(x, *pu, ss[1])), *pd, ss[2])
+
+def qkv_ref(x, ss, *p): return tuple(L.lora_linear_ref(x, *p[4*i:4*i + 4], s) for i, s in enumerate(ss))
+
+CASES = {  # op: (Function, reference, scalings, [(out, in, bias)] per projection)
+    'linear': (L.LoRALinearFn, lambda x, s, W, b, A, B: L.lora_linear_ref(x, W, b, A, B, s), 1.6, [(H, H, False)]),
+    'qkv': (L.LoRAQKVFn, qkv_ref, (1.6, 0.5, 2.0), [(H, H, True), (KV, H, True), (KV, H, True)]),
+    'mlp': (L.LoRAMLPFn, mlp_ref, (1.6, 0.5, 2.0), [(I, H, False), (I, H, False), (H, I, False)])}
+
+def run_case(name, dt, s_wrong=None):
+    "The fused op and the reference on the same inputs: (outputs and gradients of x and every A, B) for each."
+    fn, ref, ss, shapes = CASES[name]
+    g = torch.Generator().manual_seed(0)
+    x0, p0 = torch.randn(N, T, H, generator=g), [t for o, i, b in shapes for t in proj(o, i, b, g)]
+    res = []
+    for f, s in ((lambda x, s, *p: L.fused(fn, x, s, *p), s_wrong or ss), (ref, ss)):
+        x, p = x0.to(dt).requires_grad_(), leaves(p0, dt)
+        if f is ref and dt == torch.bfloat16: x, p = x.float().detach().requires_grad_(), leaves(p0, torch.float32)  # bf16: against fp32
+        out = f(x, s, *p)
+        ins = [x] + [t for t in p if t is not None and t.requires_grad]
+        res.append(((out if isinstance(out, tuple) else (out,)), grads_of(out, ins)))
+    return res
+
+@pytest.mark.parametrize('dt', [torch.float32, torch.bfloat16], ids=['fp32', 'bf16'])
+@pytest.mark.parametrize('name', list(CASES))
+def test_op_matches_reference(name, dt):
+    (yf, gf), (yr, gr) = run_case(name, dt)
+    assert yf[0].dtype == dt and len(gf) == len(gr) == 1 + 2 * len(CASES[name][3])
+    for a, b in zip(yf + gf, yr + gr): close(a.to(b.dtype), b, dt)
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_negative_control_wrong_scaling_fails(name):
+    "The same comparison with a scaling 1% off must fail: the test above can fail."
+    ss = CASES[name][2]
+    wrong = ss * 1.01 if isinstance(ss, float) else tuple(s * 1.01 for s in ss)
+    (yf, gf), (yr, gr) = run_case(name, torch.float32, s_wrong=wrong)
+    with pytest.raises(AssertionError): close(yf[0], yr[0], torch.float32)
+    with pytest.raises(AssertionError): close(gf[1], gr[1], torch.float32)  # dA
+
+
+def test_swiglu_triton_kernels_interpreted():
+    "The Triton kernels, run on the CPU by TRITON_INTERPRET=1, equal the torch reference in fp32 and bf16 (odd size)."
+    pytest.importorskip('triton')
+    code = """
+import torch
+from ftnb import lora_ops as L
+assert L.triton is not None
+g = torch.Generator().manual_seed(0)
+for dt, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):  # bf16: one rounding step (2^-7)
+    e, gg, dh = (torch.randn(3 * 37, 200, generator=g).to(dt) for _ in range(3))
+    h = L.swiglu_triton(e, gg); torch.testing.assert_close(h, L.swiglu_ref(e, gg), rtol=tol, atol=tol)
+    for a, b in zip(L.swiglu_bwd_triton(dh, e, gg), L.swiglu_bwd_ref(dh, e, gg)): torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    bad = L.swiglu_triton(e, gg * 1.01)
+    assert not torch.allclose(bad.float(), h.float(), rtol=1e-4, atol=1e-4)  # the comparison can fail
+print('OK')
+"""
+    env = {**os.environ, 'TRITON_INTERPRET': '1', 'PYTHONPATH': str(ROOT)}
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and 'OK' in r.stdout, r.stderr[-3000:]
+
+
+def test_4bit_weight_dequantized_per_use_and_never_saved(monkeypatch):
+    "A weight with `quant_state` (bitsandbytes' Params4bit; here a stand-in) is dequantized in forward and in backward; no dense copy is saved."
+    calls = []
+    def deq(t): calls.append(1); return t.float() * t.quant_state
+    monkeypatch.setattr(L, 'DEQUANT', [deq])
+    g = torch.Generator().manual_seed(0)
+    W, b, A, B = proj(H, H, True, g)
+    q = (W / 0.01).round().to(torch.int8); q.quant_state = 0.01
+    x, A, B = torch.randn(N, T, H, generator=g).requires_grad_(), A.requires_grad_(), B.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = L.fused(L.LoRALinearFn, x, 1.6, q, b, A, B)
+    assert (H, H) not in saved and calls == [1]
+    gx, gA, gB = torch.autograd.grad(y, (x, A, B), torch.ones_like(y))
+    assert calls == [1, 1]
+    xr, Ar, Br = (t.detach().requires_grad_() for t in (x, A, B))
+    yr = L.lora_linear_ref(xr, q.float() * 0.01, b, Ar, Br, 1.6)
+    close(y, yr, torch.float32)
+    for a, r in zip((gx, gA, gB), torch.autograd.grad(yr, (xr, Ar, Br), torch.ones_like(yr))): close(a, r, torch.float32)
+
+
+def peft_tiny(arch='qwen2', **kw):
+    "A tiny model with PEFT LoRA on every linear layer, random B (every gradient non-zero), seeded."
+    torch.manual_seed(0)
+    cfg = {'r': 5, 'lora_alpha': 8, 'lora_dropout': 0.0, 'target_modules': 'all-linear', 'init_lora_weights': False, **kw}
+    return get_peft_model(tiny_model(arch), LoraConfig(**cfg))
+
+def loss_grads(m, ids):
+    m.zero_grad(); loss = m(input_ids=ids, labels=ids).loss; loss.backward()
+    return loss.item(), {k: p.grad.clone() for k, p in m.named_parameters() if p.requires_grad}
+
+def compare(ref, fz, ids, tol=1e-5):
+    (l0, g0), (l1, g1) = loss_grads(ref, ids), loss_grads(fz, ids)
+    assert abs(l1 - l0) <= tol * abs(l0), (l0, l1)
+    assert g0.keys() == g1.keys() and len(g0) > 0
+    for k in g0:
+        assert g0[k].abs().sum() > 0, k
+        torch.testing.assert_close(g1[k], g0[k], rtol=tol, atol=tol, msg=k)
+
+@pytest.mark.parametrize('arch', ['qwen2', 'llama'])
+def test_apply_fused_lora_equals_peft(arch):
+    ref, fz = peft_tiny(arch), peft_tiny(arch)
+    n = fz.config.num_hidden_layers
+    assert L.apply_fused_lora(fz) == 3 * n and L.apply_fused_lora(fz) == 0  # attention (q/k/v), o_proj, MLP per layer; not twice
+    ids = torch.randint(0, ref.config.vocab_size, (3, 37), generator=torch.Generator().manual_seed(1))
+    compare(ref, fz, ids)
+    with fz.disable_adapter(), ref.disable_adapter():  # steps aside: the base model
+        torch.testing.assert_close(fz(input_ids=ids).logits, ref(input_ids=ids).logits)
+
+def test_apply_fused_lora_negative_control(monkeypatch):
+    "A fused model that reads a scaling 1% off must fail the comparison."
+    ref, fz = peft_tiny(), peft_tiny()
+    L.apply_fused_lora(fz)
+    parts = L.lora_parts
+    monkeypatch.setattr(L, 'lora_parts', lambda m: (parts(m)[0] * 1.01, *parts(m)[1:]))
+    ids = torch.randint(0, ref.config.vocab_size, (3, 37), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(AssertionError): compare(ref, fz, ids)
+
+def test_fused_under_bf16_autocast_and_gradient_checkpointing():
+    "Under CPU bf16 autocast (as a bf16 Trainer runs) and with gradient checkpointing, the fused model is as close to the fp32 result as PEFT's is."
+    ref, fz = peft_tiny(), peft_tiny()
+    L.apply_fused_lora(fz)
+    for m in (ref, fz): m.train(); m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+    ids = torch.randint(0, ref.config.vocab_size, (3, 37), generator=torch.Generator().manual_seed(1))
+    l32, g32 = loss_grads(ref, ids)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        (l0, g0), (l1, g1) = loss_grads(ref, ids), loss_grads(fz, ids)
+    assert abs(l1 - l32) < 2e-2 * abs(l32) and abs(l1 - l0) < 2e-2 * abs(l0)
+    err_peft, err_fused = (max(rel(g[k], g32[k]) for k in g32) for g in (g0, g1))
+    assert 0 < err_fused < 1.5 * err_peft + 1e-3, (err_fused, err_peft)  # bf16 differs from fp32 (0 <); no worse than PEFT's bf16
+
+def test_liger_mlp_patch_is_taken_over():
+    "A stand-in for Liger's instance patch of the MLP forward (liger_kernel is not installed here): fused_lora owns the MLP; the Liger forward runs only when adapters are off."
+    fz, called = peft_tiny(), []
+    for layer in fz.base_model.model.model.layers:
+        mlp = layer.mlp
+        orig = mlp.forward
+        mlp.forward = lambda x, _o=orig: called.append(1) or _o(x)  # as Liger binds LigerSwiGLUMLP.forward to the instance
+    L.apply_fused_lora(fz)
+    ids = torch.randint(0, fz.config.vocab_size, (2, 9))
+    fz(input_ids=ids)
+    assert called == []
+    with fz.disable_adapter(): fz(input_ids=ids)
+    assert len(called) == fz.config.num_hidden_layers
+
+
+@pytest.mark.parametrize('kw, field', [({'lora_dropout': 0.1}, 'adapter.dropout=0.1'), ({'use_dora': True}, "adapter.method='dora'"),
+                                       ({'lora_bias': True}, 'adapter.lora_bias'), ({'target_modules': ['q_proj']}, 'accel.fused_lora')])
+def test_apply_fused_lora_refuses(kw, field):
+    m = peft_tiny(**kw)
+    with pytest.raises(ConfigError, match='Fix: ') as e: L.apply_fused_lora(m)
+    assert field in str(e.value)
+    assert not any('_unfused_forward' in x.__dict__ for x in m.modules())  # nothing patched before the refusal
+
+def test_apply_fused_lora_refuses_full_and_two_adapters():
+    with pytest.raises(ConfigError, match='accel.fused_lora=True: the model has no LoRA layers'): L.apply_fused_lora(tiny_model())
+    m = peft_tiny()
+    m.add_adapter('other', LoraConfig(r=4, lora_dropout=0.0, target_modules='all-linear'))
+    m.base_model.set_adapter(['default', 'other'])
+    with pytest.raises(ConfigError, match='one active adapter'): L.apply_fused_lora(m)
+
+@pytest.mark.parametrize('d, field', [({'accel': {'fused_lora': True}}, 'adapter.dropout=0.05'),
+    ({'adapter': {'method': 'dora', 'dropout': 0}, 'accel': {'fused_lora': True}}, "adapter.method='dora'"),
+    ({'adapter': {'method': 'full', 'dropout': 0}, 'accel': {'fused_lora': True}, 'train': {'lr': 2e-5}}, "adapter.method='full'"),
+    ({'adapter': {'dropout': 0}, 'accel': {'fused_lora': True, 'fp8': True}}, 'accel.fused_lora=True'),
+    ({'adapter': {'dropout': 0}, 'accel': {'fused_lora': True, 'qat': True}}, 'accel.fused_lora=True')])
+def test_config_refuses(d, field):
+    with pytest.raises(ConfigError, match='Fix: ') as e: RunConfig.model_validate(d)
+    assert str(e.value).startswith(field)
+
+
+@pytest.mark.trains
+def test_train_with_fused_lora(tmp_path):
+    "ftnb.train with accel.fused_lora patches the model (runs.Run.fit), the first loss equals the unfused run's and the loss falls."
+    import ftnb
+    from ftnb.events import read_jsonl
+    def cfg(name, fused):
+        return RunConfig.model_validate({'model': {'dtype': 'float32'},
+            'data': {'path': 'toy:addition', 'max_length': 32, 'max_samples': 64, 'eval_fraction': 0},
+            'adapter': {'method': 'lora', 'r': 8, 'dropout': 0.0},
+            'train': {'output_dir': str(tmp_path), 'run_name': name, 'max_steps': 8, 'batch_size': 8, 'logging_steps': 1, 'lr': 1e-2, 'save_steps': 100, 'seed': 0},
+            'accel': {'fused_lora': fused}})
+    runs = {f: ftnb.train(cfg(f'fused{int(f)}', f)) for f in (False, True)}
+    patched = [m for m in runs[True].model.modules() if '_unfused_forward' in m.__dict__]
+    assert patched and not any('_unfused_forward' in m.__dict__ for m in runs[False].model.modules())
+    loss = {f: [r['loss'] for r in read_jsonl(r.run_dir/'metrics.jsonl') if 'loss' in r] for f, r in runs.items()}
+    assert abs(loss[True][0] - loss[False][0]) < 1e-4 * loss[False][0], loss
+    assert sum(loss[True][-3:]) / 3 < loss[True][0] - 0.3, loss[True]
+
+
+def test_bench_smoke(tmp_path):
+    "bench/lora_ops.py --smoke: tiny shapes on the CPU, every op's row in the JSON."
+    out = tmp_path/'lora_ops.json'
+    r = subprocess.run([sys.executable, str(ROOT/'bench'/'lora_ops.py'), '--smoke', '--out', str(out)], capture_output=True, text=True,
+                       env={**os.environ, 'PYTHONPATH': str(ROOT)}, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert {'date', 'device', 'versions', 'rows', 'summary'} <= d.keys()
+    ops = {(row['op'], row['way']) for row in d['rows']}
+    assert {(o, w) for o in ('linear_q', 'linear_o', 'qkv', 'mlp', 'swiglu') for w in ('fused', 'unfused')} <= ops, ops
+    for row in d['rows']: assert row['fwd_ms'] > 0 and row['fwd_bwd_ms'] > 0 and row['max_abs_err'] < 1e-3
