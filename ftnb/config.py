@@ -259,6 +259,8 @@ def _check_fused(c) -> None:
     for flag in ('fp8', 'qat'):
         if getattr(q, flag): raise ConfigError('accel.fused_lora', True, f'choose one of accel.fused_lora and accel.{flag}',
                                                f'{flag.upper()} swaps the base linear layers that the fused LoRA ops read')
+    if q.fsdp: raise ConfigError('accel.fsdp', True, 'turn accel.fsdp off (DDP: each process holds the whole model), or accel.fused_lora',
+                                 "the fused LoRA ops read each base weight whole, and are not made to work with FSDP2's sharded weights")
 
 def _check_stop(m) -> None:
     "Stop strings are non-empty."

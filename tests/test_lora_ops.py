@@ -209,7 +209,8 @@ def test_apply_fused_lora_refuses_full_and_two_adapters():
     ({'adapter': {'method': 'dora', 'dropout': 0}, 'accel': {'fused_lora': True}}, "adapter.method='dora'"),
     ({'adapter': {'method': 'full', 'dropout': 0}, 'accel': {'fused_lora': True}, 'train': {'lr': 2e-5}}, "adapter.method='full'"),
     ({'adapter': {'dropout': 0}, 'accel': {'fused_lora': True, 'fp8': True}}, 'accel.fused_lora=True'),
-    ({'adapter': {'dropout': 0}, 'accel': {'fused_lora': True, 'qat': True}}, 'accel.fused_lora=True')])
+    ({'adapter': {'dropout': 0}, 'accel': {'fused_lora': True, 'qat': True}}, 'accel.fused_lora=True'),
+    ({'adapter': {'dropout': 0}, 'accel': {'fused_lora': True, 'fsdp': True}}, 'accel.fsdp=True')])
 def test_config_refuses(d, field):
     with pytest.raises(ConfigError, match='Fix: ') as e: RunConfig.model_validate(d)
     assert str(e.value).startswith(field)
