@@ -125,6 +125,33 @@ def test_4bit_weight_dequantized_per_use_and_never_saved(monkeypatch):
     for a, r in zip((gx, gA, gB), torch.autograd.grad(yr, (xr, Ar, Br), torch.ones_like(yr))): close(a, r, torch.float32)
 
 
+def saved_by(f, *args) -> list:
+    "Shapes of the tensors autograd saves for backward while `f(*args)` runs (parameters included)."
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t): f(*args)
+    return shapes
+
+def test_fused_mlp_saves_x_gate_up_and_small_tensors_only():
+    "LoRAMLPFn keeps x, gate(x), up(x), the three x A^T (N x r) and A, B; not h, not silu(gate); PEFT's modules under autograd keep more."
+    from peft import LoraConfig, inject_adapter_in_model
+    from torch import nn
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj, self.down_proj = nn.Linear(H, I, bias=False), nn.Linear(H, I, bias=False), nn.Linear(I, H, bias=False)
+        def forward(self, x): return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # Qwen2MLP.forward
+    torch.manual_seed(0)
+    m = inject_adapter_in_model(LoraConfig(r=R, lora_alpha=8, lora_dropout=0.0, target_modules=['gate_proj', 'up_proj', 'down_proj']), MLP())
+    for n_, p in m.named_parameters(): p.requires_grad_('lora_' in n_)
+    x = torch.randn(N, T, H, requires_grad=True)
+    fused = saved_by(lambda x: L.fused(L.LoRAMLPFn, x, *L._parts((m.gate_proj, m.up_proj, m.down_proj))), x)
+    big = sorted(s for s in fused if len(s) == 2 and s[0] == N * T)
+    assert big == sorted([(N * T, H), (N * T, I), (N * T, I), (N * T, R), (N * T, R), (N * T, R)]), fused  # x, e, g, three x A^T
+    assert sorted(s for s in fused if s not in big) == sorted([(R, H), (I, R), (R, H), (I, R), (R, I), (H, R)])  # the A and B weights
+    n_elems = lambda ss: sum(torch.Size(s).numel() for s in ss)
+    peft = saved_by(m, x)
+    assert n_elems(fused) < 0.6 * n_elems(peft), (n_elems(fused), n_elems(peft))
+
 def peft_tiny(arch='qwen2', **kw):
     "A tiny model with PEFT LoRA on every linear layer, random B (every gradient non-zero), seeded."
     torch.manual_seed(0)
@@ -152,6 +179,11 @@ def test_apply_fused_lora_equals_peft(arch):
     compare(ref, fz, ids)
     with fz.disable_adapter(), ref.disable_adapter():  # steps aside: the base model
         torch.testing.assert_close(fz(input_ids=ids).logits, ref(input_ids=ids).logits)
+    with torch.no_grad():
+        lf = fz(input_ids=ids).logits
+        for m in (fz, ref): m.merge_adapter()  # merged: PEFT's base layers carry the adapter, the patched ones step aside
+        torch.testing.assert_close(fz(input_ids=ids).logits, ref(input_ids=ids).logits)
+        torch.testing.assert_close(fz(input_ids=ids).logits, lf, rtol=1e-4, atol=1e-4)
 
 def test_apply_fused_lora_negative_control(monkeypatch):
     "A fused model that reads a scaling 1% off must fail the comparison."

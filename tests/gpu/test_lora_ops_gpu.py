@@ -64,3 +64,12 @@ def test_train_20_steps_fused_lora(tmp_path, liger):
     print('plain', [round(x, 4) for x in lp]); print('fused', [round(x, 4) for x in lf])
     assert abs(lf[0] - lp[0]) < 1e-2 * lp[0]  # the same weights and batch: equal up to bf16 rounding
     assert sum(lf[-3:]) / 3 < lf[0] - 0.3
+
+
+def test_liger_has_no_lora_op():
+    "The gap ftnb.lora_ops fills: Liger Kernel's ops (liger_kernel.ops, installed on the GPU machine) include no LoRA op."
+    import pkgutil
+    ops = pytest.importorskip('liger_kernel.ops')
+    names = [m.name for m in pkgutil.iter_modules(ops.__path__)]
+    print('liger_kernel.ops:', names)
+    assert 'swiglu' in names and not [n for n in names if 'lora' in n.lower()]
