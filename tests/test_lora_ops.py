@@ -176,7 +176,15 @@ def test_apply_fused_lora_equals_peft(arch):
     n = fz.config.num_hidden_layers
     assert L.apply_fused_lora(fz) == 3 * n and L.apply_fused_lora(fz) == 0  # attention (q/k/v), o_proj, MLP per layer; not twice
     ids = torch.randint(0, ref.config.vocab_size, (3, 37), generator=torch.Generator().manual_seed(1))
-    compare(ref, fz, ids)
+    unfused, fns = [], (L.LoRALinearFn, L.LoRAQKVFn, L.LoRAMLPFn)
+    for m in fz.modules():  # PEFT's own forward of a patched layer must not run: q/k/v get the attention's LoRAQKVFn outputs
+        if '_unfused_forward' in m.__dict__: object.__setattr__(m, '_unfused_forward', (lambda f: lambda *a, **k: unfused.append(1) or f(*a, **k))(m._unfused_forward))
+    applied = {f: 0 for f in fns}
+    for f in fns: f.apply = (lambda g, f: lambda *a: applied.__setitem__(f, applied[f] + 1) or g(*a))(f.apply, f)
+    try: compare(ref, fz, ids)
+    finally:
+        for f in fns: del f.apply
+    assert applied == {f: n for f in fns} and len(unfused) == n  # one of each op per layer; only the attentions' own code ran unpatched
     with fz.disable_adapter(), ref.disable_adapter():  # steps aside: the base model
         torch.testing.assert_close(fz(input_ids=ids).logits, ref(input_ids=ids).logits)
     with torch.no_grad():
