@@ -1,7 +1,7 @@
 """ftnb.lora_ops on a CUDA GPU: the SwiGLU Triton kernels against the torch reference in bf16 (and that CUDA tensors do
 go to Triton); the patched tiny model under bf16 autocast as close to the fp32 result as PEFT's own bf16 path is; and
-20 steps of `ftnb.train` with `accel.fused_lora` (and with `accel.liger` too when liger-kernel is installed): the loss
-falls and its first value equals the unfused run's within bf16's rounding.
+20 steps of `ftnb.train` with `accel.fused_lora` (LoRA; LoRA with `accel.liger` when liger-kernel is installed; QLoRA
+when bitsandbytes is): the loss falls and its first value equals the unfused run's within bf16's rounding.
 Run on the GPU machine: PYTHONPATH=/tmp/site:$PWD pytest -m gpu tests/gpu/test_lora_ops_gpu.py -rP"""
 import sys
 from pathlib import Path
@@ -39,11 +39,11 @@ def test_patched_model_bf16_autocast_on_cuda():
     assert abs(l1 - l32) < 2e-2 * abs(l32) and err_fused < 1.5 * err_peft + 1e-3
 
 
-def _cfg(tmp_path, name, **accel):
+def _cfg(tmp_path, name, method='lora', **accel):
     from ftnb.config import RunConfig
     return RunConfig.model_validate({'model': {'dtype': 'bfloat16'},
         'data': {'path': 'toy:addition', 'max_length': 64, 'max_samples': 320, 'eval_fraction': 0},
-        'adapter': {'method': 'lora', 'r': 8, 'dropout': 0.0},
+        'adapter': {'method': method, 'r': 8, 'dropout': 0.0},
         'train': {'output_dir': str(tmp_path), 'run_name': name, 'max_steps': 20, 'batch_size': 16, 'logging_steps': 1, 'lr': 1e-2,
                   'save_steps': 1000, 'seed': 0}, 'accel': accel})
 
@@ -51,15 +51,18 @@ def _losses(res):
     from ftnb.events import read_jsonl
     return [r['loss'] for r in read_jsonl(res.run_dir/'metrics.jsonl') if 'loss' in r]
 
-@pytest.mark.parametrize('liger', [False, True], ids=['fused', 'fused+liger'])
-def test_train_20_steps_fused_lora(tmp_path, liger):
+@pytest.mark.parametrize('method, liger', [('lora', False), ('lora', True), ('qlora', False)], ids=['fused', 'fused+liger', 'qlora'])
+def test_train_20_steps_fused_lora(tmp_path, method, liger):
     import ftnb
     from ftnb import lora_ops as L
     if liger: pytest.importorskip('liger_kernel')
-    plain = ftnb.train(_cfg(tmp_path, 'plain', liger=liger))
-    fused = ftnb.train(_cfg(tmp_path, 'fused', liger=liger, fused_lora=True))
+    if method == 'qlora': pytest.importorskip('bitsandbytes')
+    plain = ftnb.train(_cfg(tmp_path, 'plain', method, liger=liger))
+    fused = ftnb.train(_cfg(tmp_path, 'fused', method, liger=liger, fused_lora=True))
     mlps = [m for m in fused.model.modules() if hasattr(m, 'gate_proj')]
     assert mlps and all(m.forward.__func__ is L._mlp_fwd for m in mlps)  # fused_lora owns the MLP (with Liger too)
+    if method == 'qlora':  # the 4-bit branch: bitsandbytes' weights, dequantized inside the ops
+        assert all(getattr(m.gate_proj.get_base_layer().weight, 'quant_state', None) is not None for m in mlps)
     lp, lf = _losses(plain), _losses(fused)
     print('plain', [round(x, 4) for x in lp]); print('fused', [round(x, 4) for x in lf])
     assert abs(lf[0] - lp[0]) < 1e-2 * lp[0]  # the same weights and batch: equal up to bf16 rounding
