@@ -193,6 +193,16 @@ def test_apply_fused_lora_equals_peft(arch):
         torch.testing.assert_close(fz(input_ids=ids).logits, ref(input_ids=ids).logits)
         torch.testing.assert_close(fz(input_ids=ids).logits, lf, rtol=1e-4, atol=1e-4)
 
+def test_generate_with_kv_cache_is_unchanged():
+    "HF generate (GRPO's fallback engine) through the patched attention, with its KV cache: the same greedy tokens and scores."
+    ref, fz = peft_tiny(), peft_tiny()
+    L.apply_fused_lora(fz)
+    ids = torch.randint(3, ref.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(2))
+    kw = dict(max_new_tokens=12, do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
+    with torch.no_grad(): a, b = ref.generate(input_ids=ids, **kw), fz.generate(input_ids=ids, **kw)
+    assert torch.equal(a.sequences, b.sequences) and a.sequences.shape[1] == 7 + 12
+    torch.testing.assert_close(torch.stack(b.scores), torch.stack(a.scores), rtol=1e-4, atol=1e-4)
+
 def test_apply_fused_lora_negative_control(monkeypatch):
     "A fused model that reads a scaling 1% off must fail the comparison."
     ref, fz = peft_tiny(), peft_tiny()
