@@ -141,17 +141,17 @@ def swiglu_triton(e, g) -> torch.Tensor:
     _swiglu_fwd_k[(triton.cdiv(n, BLOCK),)](e, g, h, n, BLOCK=BLOCK)
     return h
 
-def swiglu_bwd_triton(dh, e, g) -> tuple:
-    "Triton launcher of `swiglu_bwd_ref`'s math: h, de, dg in one pass."
+def swiglu_bwd_triton(dh, e, g, h_into_dh:bool=False) -> tuple:
+    "Triton launcher of `swiglu_bwd_ref`'s math: h, de, dg in one pass; with `h_into_dh`, h overwrites dh (each element is read before it is written)."
     dh, e, g = dh.contiguous(), e.contiguous(), g.contiguous()
-    h, de, dg, n = torch.empty_like(e), torch.empty_like(e), torch.empty_like(g), e.numel()
+    h, de, dg, n = dh if h_into_dh else torch.empty_like(e), torch.empty_like(e), torch.empty_like(g), e.numel()
     _swiglu_bwd_k[(triton.cdiv(n, BLOCK),)](dh, e, g, h, de, dg, n, BLOCK=BLOCK)
     return h, de, dg
 
 def _triton_on(t:torch.Tensor) -> bool: return triton is not None and t.is_cuda
 
 def swiglu(e, g): return swiglu_triton(e, g) if _triton_on(e) else swiglu_ref(e, g)
-def swiglu_bwd(dh, e, g): return swiglu_bwd_triton(dh, e, g) if _triton_on(e) else swiglu_bwd_ref(dh, e, g)
+def swiglu_bwd(dh, e, g, h_into_dh:bool=False): return swiglu_bwd_triton(dh, e, g, h_into_dh) if _triton_on(e) else swiglu_bwd_ref(dh, e, g)
 
 # %% ../nbs/05c_lora_ops.ipynb #5c00001c
 class LoRAMLPFn(torch.autograd.Function):
@@ -171,7 +171,7 @@ class LoRAMLPFn(torch.autograd.Function):
         (Wg, Wu, Wd), (sg, su, sd) = ctx.Ws, ctx.ss
         dy = dy.reshape(-1, dy.shape[-1]); dyB = dy @ Bd  # (N, r)
         dh = (dy @ dense(Wd, dy.dtype)).addmm_(dyB, Ad, alpha=sd)
-        h, de, dg = swiglu_bwd(dh, e, g); del dh
+        h, de, dg = swiglu_bwd(dh, e, g, h_into_dh=True); del dh  # dh is ours: on CUDA h takes its memory
         dAd, dBd = (dyB.t() @ h).mul_(sd), (dy.t() @ xad).mul_(sd); del h
         dx, dAg, dBg = _bwd(de, x2, xag, Wg, Ag, Bg, sg)
         dx, dAu, dBu = _bwd(dg, x2, xau, Wu, Au, Bu, su, dx)

@@ -95,8 +95,18 @@ for dt, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):  # bf16: one rou
     e, gg, dh = (torch.randn(3 * 37, 200, generator=g).to(dt) for _ in range(3))
     h = L.swiglu_triton(e, gg); torch.testing.assert_close(h, L.swiglu_ref(e, gg), rtol=tol, atol=tol)
     for a, b in zip(L.swiglu_bwd_triton(dh, e, gg), L.swiglu_bwd_ref(dh, e, gg)): torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    dh2 = dh.clone(); h2, de2, dg2 = L.swiglu_bwd_triton(dh2, e, gg, h_into_dh=True)
+    assert h2.data_ptr() == dh2.data_ptr() and torch.equal(h2, L.swiglu_bwd_triton(dh, e, gg)[0]) and torch.equal(de2, L.swiglu_bwd_triton(dh, e, gg)[1])
     bad = L.swiglu_triton(e, gg * 1.01)
     assert not torch.allclose(bad.float(), h.float(), rtol=1e-4, atol=1e-4)  # the comparison can fail
+L._triton_on = lambda t: True  # LoRAMLPFn with the Triton kernels (h written into dh's buffer), as on CUDA
+x = torch.randn(3, 37, 72, generator=g, requires_grad=True)
+AB = [t.requires_grad_() for i, o in ((72, 200), (72, 200), (200, 72)) for t in (torch.randn(5, i, generator=g) / i**.5, torch.randn(o, 5, generator=g) / 5**.5)]
+p = [t for j, (o, i) in enumerate(((200, 72), (200, 72), (72, 200))) for t in (torch.randn(o, i, generator=g) / i**.5, None, AB[2*j], AB[2*j + 1])]
+y = L.fused(L.LoRAMLPFn, x, (1.6, 0.5, 2.0), *p); got = torch.autograd.grad(y.sum(), [x, *AB])
+pg, pu, pd = p[0:4], p[4:8], p[8:12]
+yr = L.lora_linear_ref(L.swiglu_ref(L.lora_linear_ref(x, *pg, 1.6), L.lora_linear_ref(x, *pu, 0.5)), *pd, 2.0)
+for a, b in zip((y, *got), (yr, *torch.autograd.grad(yr.sum(), [x, *AB]))): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * b.abs().max().item())
 print('OK')
 """
     env = {**os.environ, 'TRITON_INTERPRET': '1', 'PYTHONPATH': str(ROOT)}
