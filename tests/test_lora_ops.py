@@ -250,6 +250,14 @@ def test_liger_mlp_patch_is_taken_over():
     assert len(called) == fz.config.num_hidden_layers
 
 
+def test_liger_is_told_to_leave_the_mlp():
+    "Liger patches the model in Trainer.train, after Run.fit applied fused_lora: with both on, its SwiGLU is switched off in TrainingArguments."
+    from ftnb.runs import trainer_kwargs
+    both = RunConfig.model_validate({'adapter': {'dropout': 0.0}, 'accel': {'liger': True, 'fused_lora': True}})
+    assert trainer_kwargs(both)['liger_kernel_config'] == {'swiglu': False} and trainer_kwargs(both)['use_liger_kernel']
+    for acc in ({'liger': True}, {'fused_lora': True}):
+        assert 'liger_kernel_config' not in trainer_kwargs(RunConfig.model_validate({'adapter': {'dropout': 0.0}, 'accel': acc}))
+
 @pytest.mark.parametrize('kw, field', [({'lora_dropout': 0.1}, 'adapter.dropout=0.1'), ({'use_dora': True}, "adapter.method='dora'"),
                                        ({'lora_bias': True}, 'adapter.lora_bias'), ({'target_modules': ['q_proj']}, 'accel.fused_lora')])
 def test_apply_fused_lora_refuses(kw, field):
