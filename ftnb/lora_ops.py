@@ -259,20 +259,29 @@ def _blocks(model:nn.Module) -> list:
     "The (attention, MLP) pairs of a Llama/Qwen2-style model's decoder layers."
     return [(l.self_attn, l.mlp) for l in model.modules() if hasattr(l, 'self_attn') and hasattr(l, 'mlp')]
 
+def _sites(model:nn.Module) -> list:
+    "(module, its fused forward, the PEFT layers it reads) wherever a fused op applies: q/k/v, o_proj, a SiLU MLP, all with LoRA."
+    out = []
+    for attn, mlp in _blocks(model):
+        qkv, o = tuple(getattr(attn, k, None) for k in ('q_proj', 'k_proj', 'v_proj')), getattr(attn, 'o_proj', None)
+        gud = tuple(getattr(mlp, k, None) for k in ('gate_proj', 'up_proj', 'down_proj'))
+        out += [(attn, _attn_fwd, qkv)] * all(map(_is_lora, qkv)) + [(o, _linear_fwd, (o,))] * _is_lora(o)
+        out += [(mlp, _mlp_fwd, gud)] * (all(map(_is_lora, gud)) and _silu(mlp))
+    return out
+
 # %% ../nbs/05c_lora_ops.ipynb #5c000026
 def apply_fused_lora(model:nn.Module, # a PEFT-wrapped Llama/Qwen2-style model (LoRA or QLoRA); changed in place
                     ) -> int:
     "Point each decoder layer's MLP, q/k/v and o_proj at the fused LoRA ops; returns the number of modules patched."
-    n, sites, lora = 0, 0, [m for m in model.modules() if _is_lora(m)]
-    if not lora: raise ConfigError('accel.fused_lora', True, f"train a LoRA adapter (adapter.method='lora' or 'qlora'), {OFF}", 'the model has no LoRA layers')
-    for m in lora: lora_parts(m)  # every refusal before anything is patched
-    for attn, mlp in _blocks(model):
-        qkv, o = [getattr(attn, k, None) for k in ('q_proj', 'k_proj', 'v_proj')], getattr(attn, 'o_proj', None)
-        if all(_is_lora(m) for m in qkv):
-            sites += 1; n += (p := _patch(attn, _attn_fwd))
-            for m in qkv[:3 * p]: _patch(m, _handed_fwd)
-        if _is_lora(o): sites += 1; n += _patch(o, _linear_fwd)
-        if all(_is_lora(getattr(mlp, k, None)) for k in ('gate_proj', 'up_proj', 'down_proj')) and _silu(mlp): sites += 1; n += _patch(mlp, _mlp_fwd)
-    if not sites: raise ConfigError('accel.fused_lora', True, f"put LoRA on q/k/v, o_proj or the MLP (adapter.target_modules ['all-linear']), {OFF}",
-                                'no decoder layer has LoRA where the fused ops apply')
+    if not any(_is_lora(m) for m in model.modules()):
+        raise ConfigError('accel.fused_lora', True, f"train a LoRA adapter (adapter.method='lora' or 'qlora'), {OFF}", 'the model has no LoRA layers')
+    if not (sites := _sites(model)): raise ConfigError('accel.fused_lora', True, f"put LoRA on q/k/v, o_proj or the MLP "
+                                                       f"(adapter.target_modules ['all-linear']), {OFF}", 'no decoder layer has LoRA where the fused ops apply')
+    for _, _, ms in sites:
+        for m in ms: lora_parts(m)  # every refusal before anything is patched
+    n = 0
+    for mod, fwd, ms in sites:
+        n += (p := _patch(mod, fwd))
+        if p and fwd is _attn_fwd:
+            for m in ms: _patch(m, _handed_fwd)  # q/k/v hand over what the attention computed
     return n

@@ -213,6 +213,14 @@ def test_generate_with_kv_cache_is_unchanged():
     assert torch.equal(a.sequences, b.sequences) and a.sequences.shape[1] == 7 + 12
     torch.testing.assert_close(torch.stack(b.scores), torch.stack(a.scores), rtol=1e-4, atol=1e-4)
 
+def test_layers_outside_the_ops_stay_peft():
+    "LoRA on the embedding and the LM head (no fused op there): those keep PEFT's forward; the result still equals PEFT's."
+    tm = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'embed_tokens', 'lm_head']
+    ref, fz = peft_tiny(target_modules=tm), peft_tiny(target_modules=tm)
+    assert L.apply_fused_lora(fz) == 3 * fz.config.num_hidden_layers
+    ids = torch.randint(0, ref.config.vocab_size, (3, 37), generator=torch.Generator().manual_seed(1))
+    compare(ref, fz, ids)
+
 def test_apply_fused_lora_negative_control(monkeypatch):
     "A fused model that reads a scaling 1% off must fail the comparison."
     ref, fz = peft_tiny(), peft_tiny()
