@@ -24,7 +24,7 @@ Setup, the same for every way:
   RunConfig; `ftnb_liger` = + `accel.liger`; `ftnb_best` = + `data.padding_free` (the best combination ftnb has today);
   `ftnb_liger_pack` = `accel.liger` + `data.packing`; `trl_pf`, `ftnb_pf` = padding-free without Liger (they run on a CPU);
   `ftnb_fused` = + `accel.fused_lora` (ftnb.lora_ops: fused LoRA q/k/v, o_proj and SwiGLU MLP; runs on a CPU too);
-  `ftnb_fused_liger` = `accel.fused_lora` + `accel.liger` (fused_lora owns the MLP, Liger keeps its RMSNorm, RoPE and loss).
+  `ftnb_fused_liger` = `accel.fused_lora` + `accel.liger` (fused_lora owns the MLP, Liger keeps its RMSNorm and RoPE).
   Padding-free and packed batches run on SDPA: transformers builds a block-diagonal mask from the position ids, so samples do
   not attend to each other (no flash-attn package on the GPU machine).
 - Each run is its own process. Within a (size, seq, batch) group the ways run interleaved, rep after rep, with the order

@@ -187,7 +187,7 @@ class AccelCfg(Part):
     liger: bool = F(False, "Patch the model with Liger Triton kernels: fused linear cross-entropy, RMSNorm, RoPE, SwiGLU (CUDA GPU; needs ftnb[kernels]).")
     fused_lora: bool = F(False, "ftnb's fused LoRA ops (ftnb.lora_ops) for each decoder layer of a Llama/Qwen2-style model: q/k/v in one autograd "
         "function, o_proj in one, the SwiGLU MLP in one, each with a hand-written backward (a Triton SwiGLU kernel on CUDA, torch elsewhere). "
-        "LoRA or QLoRA with adapter.dropout=0 only; with accel.liger, fused_lora takes the MLP and Liger keeps its cross-entropy, RMSNorm and RoPE.")
+        "LoRA or QLoRA with adapter.dropout=0 only; with accel.liger, fused_lora takes the MLP and Liger keeps its other kernels (RMSNorm, RoPE).")
     fp8: bool = F(False, "FP8 matmuls through torchao float8 training, for full fine-tuning and the frozen base of LoRA "
         "(CUDA GPU of compute capability 8.9 or newer: H100, H200, L4, RTX 4090; needs ftnb[kernels]).")
     qat: bool = F(False, "Quantization-aware training through torchao: the linear layers train on fake-quantized weights (qat_scheme), "
