@@ -251,6 +251,8 @@ def _attn_fwd(self, hidden_states, *args, **kw):
 def _is_lora(m) -> bool: return hasattr(m, 'lora_A') and hasattr(m, 'get_base_layer')
 
 def _silu(mlp) -> bool:
+    "A SwiGLU MLP: SiLU activation (or Liger's SwiGLU MLP class, which Liger puts in transformers' module when it patches it)."
+    if type(mlp).__name__ == 'LigerSwiGLUMLP': return True
     act = getattr(mlp, 'act_fn', None)
     if act is not None: return type(act).__name__ in ('SiLU', 'SiLUActivation')
     return getattr(getattr(mlp, 'config', None), 'hidden_act', None) in ('silu', 'swish')

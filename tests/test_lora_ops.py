@@ -266,6 +266,13 @@ def test_liger_is_told_to_leave_the_mlp():
     for acc in ({'liger': True}, {'fused_lora': True}):
         assert 'liger_kernel_config' not in trainer_kwargs(RunConfig.model_validate({'adapter': {'dropout': 0.0}, 'accel': acc}))
 
+def test_mlp_of_ligers_class_is_patched():
+    "Liger swaps transformers' MLP class for its LigerSwiGLUMLP (later models are built from it): such an MLP is still a SwiGLU MLP to patch."
+    fz = peft_tiny()
+    for layer in fz.base_model.model.model.layers:  # a stand-in: Liger's class name, no act_fn (liger-kernel is not installed here)
+        del layer.mlp.act_fn; layer.mlp.__class__ = type('LigerSwiGLUMLP', (type(layer.mlp),), {})
+    assert L._silu(fz.base_model.model.model.layers[0].mlp) and L.apply_fused_lora(fz) == 3 * fz.config.num_hidden_layers
+
 @pytest.mark.parametrize('kw, field', [({'lora_dropout': 0.1}, 'adapter.dropout=0.1'), ({'use_dora': True}, "adapter.method='dora'"),
                                        ({'lora_bias': True}, 'adapter.lora_bias'), ({'target_modules': ['q_proj']}, 'accel.fused_lora')])
 def test_apply_fused_lora_refuses(kw, field):
