@@ -22,7 +22,9 @@ Setup, the same for every way:
   Liger's RMSNorm, RoPE and SwiGLU and refuses its fused linear cross-entropy: its own chunked LM head already avoids the
   logits); `trl_liger_pf` = + `padding_free`; `trl_liger_pack` = + `packing` (bfd); `ftnb` = ftnb.train through its
   RunConfig; `ftnb_liger` = + `accel.liger`; `ftnb_best` = + `data.padding_free` (the best combination ftnb has today);
-  `ftnb_liger_pack` = `accel.liger` + `data.packing`; `trl_pf`, `ftnb_pf` = padding-free without Liger (they run on a CPU).
+  `ftnb_liger_pack` = `accel.liger` + `data.packing`; `trl_pf`, `ftnb_pf` = padding-free without Liger (they run on a CPU);
+  `ftnb_fused` = + `accel.fused_lora` (ftnb.lora_ops: fused LoRA q/k/v, o_proj and SwiGLU MLP; runs on a CPU too);
+  `ftnb_fused_liger` = `accel.fused_lora` + `accel.liger` (fused_lora owns the MLP, Liger keeps its RMSNorm and RoPE).
   Padding-free and packed batches run on SDPA: transformers builds a block-diagonal mask from the position ids, so samples do
   not attend to each other (no flash-attn package on the GPU machine).
 - Each run is its own process. Within a (size, seq, batch) group the ways run interleaved, rep after rep, with the order
@@ -43,13 +45,14 @@ from grpo import QWEN, SIZES, VOCAB, SmiPeak, med, params_m
 
 WORK = Path(os.environ.get('FTNB_BENCH_DIR', '/tmp/ftnb-bench'))
 MIXED = dict(dist='lognormal', median_frac=0.25, sigma=0.9, min_tokens=32, prompt_frac=0.25, seed=0)
-WAYS = {  # name: (library, liger, padding_free, packing)
-    'trl': ('trl', False, False, False), 'trl_pf': ('trl', False, True, False), 'trl_liger': ('trl', True, False, False),
-    'trl_liger_pf': ('trl', True, True, False), 'trl_liger_pack': ('trl', True, False, True),
-    'ftnb': ('ftnb', False, False, False), 'ftnb_pf': ('ftnb', False, True, False), 'ftnb_liger': ('ftnb', True, False, False),
-    'ftnb_best': ('ftnb', True, True, False), 'ftnb_liger_pack': ('ftnb', True, False, True)}
+WAYS = {  # name: (library, liger, padding_free, packing, fused_lora)
+    'trl': ('trl', False, False, False, False), 'trl_pf': ('trl', False, True, False, False), 'trl_liger': ('trl', True, False, False, False),
+    'trl_liger_pf': ('trl', True, True, False, False), 'trl_liger_pack': ('trl', True, False, True, False),
+    'ftnb': ('ftnb', False, False, False, False), 'ftnb_pf': ('ftnb', False, True, False, False), 'ftnb_liger': ('ftnb', True, False, False, False),
+    'ftnb_best': ('ftnb', True, True, False, False), 'ftnb_liger_pack': ('ftnb', True, False, True, False),
+    'ftnb_fused': ('ftnb', False, False, False, True), 'ftnb_fused_liger': ('ftnb', True, False, False, True)}
 DEFAULT_WAYS = 'trl,trl_liger,trl_liger_pf,ftnb,ftnb_liger,ftnb_best'
-SMOKE_WAYS = 'trl,trl_pf,ftnb,ftnb_pf'  # no Liger on a CPU
+SMOKE_WAYS = 'trl,trl_pf,ftnb,ftnb_pf,ftnb_fused'  # no Liger on a CPU
 SMOKE_VOCAB = 512
 LETTERS = 'abcdefghijklmnopqrstuvwxyz0123456789'
 
@@ -146,7 +149,7 @@ def plan(seq:int, batch:str, tokens_per_step:int, pack:bool, steps:int) -> tuple
 def run_way(size:str, seq:int, batch:str, way:str, steps:int, warm:int, tokens_per_step:int, gc:str, smoke:bool) -> dict:
     "One run in this process."
     import torch
-    lib, liger, pf, pack = WAYS[way]
+    lib, liger, pf, pack, fused = WAYS[way]
     path = build(size)
     per, n = plan(seq, batch, tokens_per_step, pack, steps)
     data = data_file(seq, batch, n)
@@ -155,7 +158,7 @@ def run_way(size:str, seq:int, batch:str, way:str, steps:int, warm:int, tokens_p
     if lib == 'ftnb':
         from ftnb import train
         from ftnb.config import RunConfig
-        accel = {'liger': liger, **({} if gc == 'default' else {'gradient_checkpointing': gc == 'on'})}
+        accel = {'liger': liger, 'fused_lora': fused, **({} if gc == 'default' else {'gradient_checkpointing': gc == 'on'})}
         cfg = RunConfig.model_validate({'model': {'name_or_path': str(path), 'dtype': 'float32' if smoke else 'bfloat16'},
             'data': {'path': str(data), 'format': 'prompt_completion', 'eval_fraction': 0, 'max_length': seq, 'padding_free': pf, 'packing': pack},
             'adapter': {'method': 'lora', 'r': 16, 'alpha': 32, 'dropout': 0.0},
@@ -178,7 +181,7 @@ def run_way(size:str, seq:int, batch:str, way:str, steps:int, warm:int, tokens_p
                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules='all-linear', task_type='CAUSAL_LM'))
         tr.train()
     a = tr.args
-    return dict(size=size, seq=seq, batch=batch, way=way, params_m=params_m(path), batch_size=per, packed=pack, padding_free=pf,
+    return dict(size=size, seq=seq, batch=batch, way=way, params_m=params_m(path), batch_size=per, packed=pack, padding_free=pf, fused_lora=fused,
                 liger=bool(a.use_liger_kernel), gradient_checkpointing=bool(a.gradient_checkpointing),
                 device=torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', **probe.summary(warm))
 

@@ -22,7 +22,8 @@ CHOICES = {  # name -> the settings that turn it on
     'packing': {'data': {'packing': True}}, 'padding-free': {'data': {'padding_free': True}},
     'full fine-tuning': {'adapter': {'method': 'full'}, 'train': {'lr': 2e-5}}, 'DoRA': {'adapter': {'method': 'dora'}},
     'QLoRA (4-bit)': {'adapter': {'method': 'qlora'}}, 'GPTQ-LoRA': {'adapter': {'method': 'gptq_lora'}, 'model': {'dtype': 'float16'}},
-    'GRPO': {'method': {'name': 'grpo'}}, 'FSDP2': {'accel': {'fsdp': True}}}
+    'GRPO': {'method': {'name': 'grpo'}}, 'FSDP2': {'accel': {'fsdp': True}},
+    'fused LoRA': {'accel': {'fused_lora': True}, 'adapter': {'dropout': 0.0}}}  # ftnb.lora_ops computes LoRA without dropout
 
 def merged(*ds:dict) -> dict|None:
     "The union of partial config dicts ({part: {field: value}}); None when two set one field to different values."

@@ -16,10 +16,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 # %% auto #0
-__all__ = ['TINY_MODELS', 'AdapterMethod', 'QUANTIZED', 'LR_WARN', 'ALIASES', 'FMS_KEYS', 'FMS_NO_EQUIVALENT', 'FtnbError',
-           'ConfigError', 'DataError', 'Part', 'F', 'ModelCfg', 'DataCfg', 'AdapterCfg', 'MethodCfg', 'TrainCfg',
-           'AccelCfg', 'RunConfig', 'from_dict', 'is_fms', 'from_fms', 'to_dict', 'save', 'load', 'json_schema',
-           'field_help', 'apply_sets', 'check_targets']
+__all__ = ['TINY_MODELS', 'AdapterMethod', 'QUANTIZED', 'LR_WARN', 'FUSED_NOT', 'ALIASES', 'FMS_KEYS', 'FMS_NO_EQUIVALENT',
+           'FtnbError', 'ConfigError', 'DataError', 'Part', 'F', 'ModelCfg', 'DataCfg', 'AdapterCfg', 'MethodCfg',
+           'TrainCfg', 'AccelCfg', 'RunConfig', 'from_dict', 'is_fms', 'from_fms', 'to_dict', 'save', 'load',
+           'json_schema', 'field_help', 'apply_sets', 'check_targets']
 
 # %% ../nbs/00_config.ipynb #748fc139
 class FtnbError(Exception):
@@ -188,6 +188,9 @@ class AccelCfg(Part):
     gradient_checkpointing: Literal['auto', True, False] = F('auto', "Recompute activations in backward: less memory, slower backward. "
         "'auto': on for GRPO on a GPU (measured on an H100: about the same step time, 3.5 GiB less at 1.5B), off otherwise.")
     liger: bool = F(False, "Patch the model with Liger Triton kernels: fused linear cross-entropy, RMSNorm, RoPE, SwiGLU (CUDA GPU; needs ftnb[kernels]).")
+    fused_lora: bool = F(False, "ftnb's fused LoRA ops (ftnb.lora_ops) for each decoder layer of a Llama/Qwen2-style model: q/k/v in one autograd "
+        "function, o_proj in one, the SwiGLU MLP in one, each with a hand-written backward (a Triton SwiGLU kernel on CUDA, torch elsewhere). "
+        "LoRA or QLoRA with adapter.dropout=0 only; with accel.liger, fused_lora takes the MLP and Liger keeps its other kernels (RMSNorm, RoPE).")
     fp8: bool = F(False, "FP8 matmuls through torchao float8 training, for full fine-tuning and the frozen base of LoRA "
         "(CUDA GPU of compute capability 8.9 or newer: H100, H200, L4, RTX 4090; needs ftnb[kernels]).")
     qat: bool = F(False, "Quantization-aware training through torchao: the linear layers train on fake-quantized weights (qat_scheme), "
@@ -246,6 +249,22 @@ def _check_server(c) -> None:
                           "LoRA adapter (adapter.method='lora', no modules_to_save, method.sync 'auto'), which reaches the server as an adapter",
                           f"with {what} the trainer sends whole weights, over NCCL (TRL's server path), and NCCL cannot join two ranks on one GPU")
 
+FUSED_NOT = {'full': 'full fine-tuning', 'dora': 'DoRA', 'alora': 'aLoRA', 'gptq_lora': 'GPTQ-LoRA'}  # adapters the fused LoRA ops do not compute
+
+def _check_fused(c) -> None:
+    "accel.fused_lora: plain LoRA or QLoRA, no adapter dropout, no other switch that swaps the base linear layers."
+    a, q = c.adapter, c.accel
+    if not q.fused_lora: return
+    if a.method in FUSED_NOT: raise ConfigError('adapter.method', a.method, "use 'lora' or 'qlora', or turn accel.fused_lora off",
+                                                f'the fused LoRA ops (accel.fused_lora) compute plain LoRA, not {FUSED_NOT[a.method]}')
+    if a.dropout: raise ConfigError('adapter.dropout', a.dropout, 'set adapter.dropout=0, or turn accel.fused_lora off',
+                                    'the fused LoRA ops (accel.fused_lora) have no dropout on the adapter input')
+    for flag in ('fp8', 'qat'):
+        if getattr(q, flag): raise ConfigError('accel.fused_lora', True, f'choose one of accel.fused_lora and accel.{flag}',
+                                               f'{flag.upper()} swaps the base linear layers that the fused LoRA ops read')
+    if q.fsdp: raise ConfigError('accel.fsdp', True, 'turn accel.fsdp off (DDP: each process holds the whole model), or accel.fused_lora',
+                                 "the fused LoRA ops read each base weight whole, and are not made to work with FSDP2's sharded weights")
+
 def _check_stop(m) -> None:
     "Stop strings are non-empty."
     if any(not s for s in m.stop):
@@ -276,6 +295,7 @@ def _checks(c) -> None:
                           "fake quantization would never switch on, and the quantized model saved at the end would not have trained for it")
     if a.method != 'full' and not a.target_modules:
         raise ConfigError('adapter.target_modules', [], "list layer names such as ['q_proj','v_proj'] or use ['all-linear']", "no layers to adapt")
+    _check_fused(c)
     _check_split(c)
     _check_stop(c.method)
     _check_server(c)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from . import accel, adapters, models
+from . import accel, adapters, lora_ops, models
 from .card import write_card
 from .console import metrics_bar, progress_kinds
 from .config import ConfigError, RunConfig, save as save_config, to_dict
@@ -72,7 +72,9 @@ def trainer_kwargs(cfg:RunConfig, has_eval:bool=False) -> dict:
         **{CKPT: models.checkpointing(cfg, cuda)}, use_liger_kernel=a.liger, optim=a.optim,
         # transformers turns torch_compile on when a backend or mode is given: both only with it
         torch_compile=a.torch_compile, torch_compile_backend=a.compile_backend if a.torch_compile else None,
-        torch_compile_mode=a.compile_mode if a.torch_compile else None), **fsdp_kwargs(cfg, cuda)}
+        torch_compile_mode=a.compile_mode if a.torch_compile else None), **fsdp_kwargs(cfg, cuda),
+        # Liger patches the model in Trainer.train, after Run.fit applied fused_lora: told to leave the MLP to ftnb.lora_ops
+        **({'liger_kernel_config': {'swiglu': False}} if a.liger and a.fused_lora else {})}
 
 # %% ../nbs/06b_runs.ipynb #50e9b717
 STATUSES = ('running', 'finished', 'stopped', 'failed', 'killed')
@@ -494,6 +496,7 @@ def _fit(self:Run, trainer) -> RunResult:
     if self.resume is not None:
         check_shapes(trainer.model, self.resume); self._claim()
     self.fitted = trainer
+    if self.cfg.accel.fused_lora: lora_ops.apply_fused_lora(trainer.model)  # with Liger too: trainer_kwargs keeps its SwiGLU off the MLP
     accel.prepare(trainer, self.cfg)  # QAT or FP8 layers, before the optimizer is built
     atomic_saves(trainer, self.run_id, to_dict(self.cfg)); guard_finite(trainer, self.cfg.train.lr)
     console_off(trainer)  # `ftnb train` in a terminal: ftnb.tui draws the console

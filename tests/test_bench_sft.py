@@ -1,4 +1,4 @@
-"bench/sft.py's plumbing on a CPU: the length distributions, the data file's token counts, the interleaved order, the JSON and its summary, and a real --smoke run of two ways."
+"bench/sft.py's plumbing on a CPU: the length distributions, the data file's token counts, the interleaved order, the JSON and its summary, and a real --smoke run of three ways (one with accel.fused_lora)."
 import json, os, statistics, subprocess, sys
 import pytest
 from pathlib import Path
@@ -57,10 +57,10 @@ def test_budget_leaves_runs_not_made(tmp_path, monkeypatch):
     assert calls == [] and len(d['not_made']) == 6 and d['summary'] == []
 
 @pytest.mark.trains
-def test_smoke_runs_two_ways_on_the_same_batches(tmp_path):
+def test_smoke_runs_three_ways_on_the_same_batches(tmp_path):
     env = {**os.environ, 'FTNB_BENCH_DIR': str(tmp_path), 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
     out = tmp_path/'smoke.json'
-    p = subprocess.run([sys.executable, str(ROOT/'bench'/'sft.py'), '--smoke', '--batches', 'mixed', '--ways', 'trl,ftnb_pf', '--out', str(out)],
+    p = subprocess.run([sys.executable, str(ROOT/'bench'/'sft.py'), '--smoke', '--batches', 'mixed', '--ways', 'trl,ftnb_pf,ftnb_fused', '--out', str(out)],
                        env=env, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stderr[-3000:]
     d = json.loads(out.read_text())
@@ -70,4 +70,6 @@ def test_smoke_runs_two_ways_on_the_same_batches(tmp_path):
     assert trl['steps'] == ftnb['steps'] == 2 and trl['batch_size'] == ftnb['batch_size'] == 4
     assert trl['tokens'] == ftnb['tokens'] and trl['trained_tokens'] == ftnb['trained_tokens']  # the same samples, in the same order
     assert trl['pad_fraction'] > 0 and ftnb['pad_fraction'] == 0 and ftnb['padding_free'] and not trl['padding_free']
-    assert {e['way'] for e in d['summary']} == {'trl', 'ftnb_pf'} and all(e['tokens_per_s'] > 0 and e['vocab_size'] == 512 for e in d['summary'])
+    fz = runs['ftnb_fused']  # accel.fused_lora: the same samples, the fused LoRA ops
+    assert fz['fused_lora'] and not ftnb['fused_lora'] and fz['steps'] == 2 and fz['trained_tokens'] == trl['trained_tokens']
+    assert {e['way'] for e in d['summary']} == {'trl', 'ftnb_pf', 'ftnb_fused'} and all(e['tokens_per_s'] > 0 and e['vocab_size'] == 512 for e in d['summary'])

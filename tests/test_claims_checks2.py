@@ -195,7 +195,9 @@ def test_a_dumb_terminal_gets_the_plain_log(monkeypatch):
     assert re.search(r'step 1/2 +50% +loss 2', dumb) and '\x1b[' not in dumb, dumb
     assert '\x1b[' in _watch_in_a_pty(monkeypatch, 'xterm-256color')
 
-def test_no_fused_lora_kernel_setting():
-    "CM2: 'fused LoRA kernels are not in the list: ftnb has none yet': no config field names one."
-    from ftnb.widgets import field_paths
-    assert not [f for f in field_paths() if 'kernel' in f or ('fused' in f and 'optim' not in f)]
+def test_fused_lora_choice_puts_dropout_to_zero():
+    "CM2: 'Fused LoRA (accel.fused_lora) is put on with adapter.dropout=0, since the fused ops have no dropout'."
+    from ftnb import compat
+    from ftnb.config import ConfigError, RunConfig
+    assert compat.CHOICES['fused LoRA'] == {'accel': {'fused_lora': True}, 'adapter': {'dropout': 0.0}}
+    assert compat.refusal({'accel': {'fused_lora': True}}).field == 'adapter.dropout'  # without it, the default dropout refuses it

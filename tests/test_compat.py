@@ -37,11 +37,14 @@ def test_matrix_is_the_config_checks():
 
 
 def test_refused_values_are_greyed_by_the_change_not_the_base():
-    "refused(cfg) names the values of accel fields that a valid config refuses: FP8, QAT and FSDP2 on QLoRA, and none with LoRA."
+    "refused(cfg) names the values of accel fields that a valid config refuses: FP8, QAT and FSDP2 on QLoRA; fused LoRA under the default adapter dropout."
     r = compat.refused(RunConfig.model_validate({'adapter': {'method': 'qlora'}}), machine=False)
-    assert set(r) == {'accel.fp8', 'accel.qat', 'accel.fsdp'} and set(r['accel.fp8']) == {True}
+    assert set(r) == {'accel.fp8', 'accel.qat', 'accel.fsdp', 'accel.fused_lora'} and set(r['accel.fp8']) == {True}
+    assert r['accel.fused_lora'][True].field == 'adapter.dropout'  # the default 0.05: fused_lora needs 0
     r = compat.refused(RunConfig.model_validate({'accel': {'fp8': True}}), machine=False)
-    assert set(r) == {'accel.qat', 'accel.fsdp'} and 'both rewrite the linear layers' in r['accel.qat'][True].problem
+    assert set(r) == {'accel.qat', 'accel.fsdp', 'accel.fused_lora'} and 'both rewrite the linear layers' in r['accel.qat'][True].problem
+    r = compat.refused(RunConfig.model_validate({'adapter': {'dropout': 0.0}}), machine=False)
+    assert 'accel.fused_lora' not in r  # with dropout 0 it is allowed
 
 
 if __name__ == '__main__':

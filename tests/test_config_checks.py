@@ -46,6 +46,11 @@ REFUSED = {  # name -> config dict
     'server with shared sync': {'method': {**GRPO, 'engine': 'server', 'sync': 'shared'}},
     'shared sync with dora': {'method': {**GRPO, 'sync': 'shared'}, 'adapter': {'method': 'dora'}},
     'shared sync with qlora': {'method': {**GRPO, 'sync': 'shared'}, 'adapter': {'method': 'qlora'}},
+    'fused_lora with adapter dropout': {'accel': {'fused_lora': True}},
+    'fused_lora with dora': {'accel': {'fused_lora': True}, 'adapter': {'method': 'dora', 'dropout': 0.0}},
+    'fused_lora with gptq_lora': {'accel': {'fused_lora': True}, 'adapter': {'method': 'gptq_lora', 'dropout': 0.0}, 'model': {'dtype': 'float16'}},
+    'fused_lora with fp8': {'accel': {'fused_lora': True, 'fp8': True}, 'adapter': {'dropout': 0.0}},
+    'fused_lora with fsdp': {'accel': {'fused_lora': True, 'fsdp': True}, 'adapter': {'dropout': 0.0}},
 }
 ACCEPTED = [  # each one value away from a refusal above
     {'adapter': {'method': 'alora', 'alora_invocation': '<|im_start|>assistant'}},
@@ -72,6 +77,8 @@ ACCEPTED = [  # each one value away from a refusal above
     {'method': {**GRPO, 'engine': 'server', 'server_gpu': 1}, 'adapter': {'modules_to_save': ['lm_head']}},
     {'method': {**GRPO, 'engine': 'server', 'sync': 'merge', 'server_gpu': 1}}, {'method': {**GRPO, 'engine': 'server', 'sync': 'adapter'}},
     {'method': {**GRPO, 'engine': 'server'}, 'adapter': {'method': 'qlora'}},
+    {'accel': {'fused_lora': True}, 'adapter': {'dropout': 0.0}}, {'accel': {'fused_lora': True}, 'adapter': {'method': 'qlora', 'dropout': 0.0}},
+    {'accel': {'fused_lora': True, 'liger': True}, 'adapter': {'dropout': 0.0}}, {'accel': {'fused_lora': True}, 'adapter': {'dropout': 0.0}, 'method': GRPO},
 ]
 WARNED = {
     'lr above the adapter line': {'train': {'lr': 1.1e-2}},

@@ -90,11 +90,20 @@ def _cut_checkpoint():
     os.makedirs('runs/run/checkpoint-3'); return _train(C.RunConfig(train=C.TrainCfg(output_dir='runs', resume_from='latest')))
 
 # (what the user did, the call that does it)
+def _fused_on_dora():
+    "ftnb.lora_ops.apply_fused_lora on a PEFT model whose layers are DoRA (a model built outside RunConfig's checks)."
+    from peft import LoraConfig, get_peft_model
+    from ftnb.lora_ops import apply_fused_lora
+    from ftnb.testing import tiny_model
+    return apply_fused_lora(get_peft_model(tiny_model(), LoraConfig(r=4, lora_dropout=0.0, use_dora=True, target_modules='all-linear')))
+
 CASES = [
     ("aLoRA with no invocation string", lambda: C.RunConfig(adapter=C.AdapterCfg(method='alora'))),
     ("GPTQ-LoRA without fp16", lambda: C.RunConfig(adapter=C.AdapterCfg(method='gptq_lora'))),
     ("FP8 together with 4-bit weights (QLoRA)", lambda: C.RunConfig(adapter=C.AdapterCfg(method='qlora'), accel=C.AccelCfg(fp8=True))),
     ("QAT together with GPTQ weights", lambda: C.RunConfig(model=C.ModelCfg(dtype='float16'), adapter=C.AdapterCfg(method='gptq_lora'), accel=C.AccelCfg(qat=True))),
+    ("fused LoRA ops with adapter dropout (the default 0.05)", lambda: C.RunConfig(accel=C.AccelCfg(fused_lora=True))),
+    ("fused LoRA ops on a model with DoRA layers", lambda: _fused_on_dora()),
     ("a target module the model does not have", lambda: _adapter(['query', 'value'])),
     ("a misspelt field in a YAML config", lambda: C.load(_write('c.yaml', 'adapter:\n  rank: 8\n'))),
     ("an unknown adapter method", lambda: C.load(_write('c.yaml', 'adapter:\n  method: lorra\n'))),

@@ -33,6 +33,7 @@ def _other_value(path, now):
 ALONE = {'data.response_template': {'data': {'format': 'text', 'response_template': '### Answer:'}},
          'method.name': {'method': {'name': 'grpo'}},
          'accel.fp8': {'accel': {'fp8': True}}, 'accel.qat': {'accel': {'qat': True}}, 'accel.fsdp': {'accel': {'fsdp': True}},
+         'accel.fused_lora': {'accel': {'fused_lora': True}, 'adapter': {'dropout': 0.0}},
          'data.overlap': {'data': {'format': 'text', 'too_long': 'split', 'overlap': 16}}}
 
 # Fields whose changed value the config refuses in the walk below, because of a field changed before them; each
@@ -43,6 +44,7 @@ CANNOT_CHANGE_ALONE = {
     'accel.fp8': 'FP8 cannot be combined with the gptq_lora the walk chose',
     'accel.qat': 'QAT cannot be combined with the gptq_lora the walk chose',
     'accel.fsdp': 'FSDP2 cannot shard the gptq_lora weights the walk chose',
+    'accel.fused_lora': 'the fused LoRA ops compute plain LoRA, and the walk chose gptq_lora',
     'data.overlap': "overlap is used only with too_long='split', and the walk chose 'raise' (split refuses the messages format it chose)",
 }
 
@@ -186,17 +188,22 @@ def test_acceleration_tab_greys_what_would_be_refused(monkeypatch):
     monkeypatch.setattr(accel, 'require', lambda *a, **k: None)  # as if every extra were installed: only the config checks grey
     panel = ConfigPanel(RunConfig(), dashboard=None)
     acc = {p: fw for p, fw in panel.fields.items() if p.startswith('accel.') and fw.kind == 'bool'}
-    assert acc and not any(fw.input.disabled for fw in acc.values()) and all(fw.note.layout.display == 'none' for fw in acc.values())
+    greyed = lambda: {p for p, fw in acc.items() if fw.input.disabled}
+    assert acc and greyed() == {'accel.fused_lora'}  # the default adapter dropout (0.05): the fused LoRA ops have none
+    assert 'Fix: set adapter.dropout=0' in html.unescape(panel.fields['accel.fused_lora'].note.value)
+    panel.fields['adapter.dropout'].input.value = 0.0
+    assert not any(fw.input.disabled for fw in acc.values()) and all(fw.note.layout.display == 'none' for fw in acc.values())
+    panel.fields['adapter.dropout'].input.value = 0.05
     panel.fields['adapter.method'].input.value = 'qlora'
     assert panel.error is None
-    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.fp8', 'accel.qat', 'accel.fsdp'}
+    assert greyed() == {'accel.fp8', 'accel.qat', 'accel.fsdp', 'accel.fused_lora'}
     assert 'FP8 cannot be combined with weight quantization (qlora)' in html.unescape(panel.fields['accel.fp8'].note.value)
     panel.fields['adapter.method'].input.value = 'lora'
     panel.fields['accel.fp8'].input.value = True
-    assert {p for p, fw in acc.items() if fw.input.disabled} == {'accel.qat', 'accel.fsdp'}  # FP8 itself stays free: it can be turned off
+    assert greyed() == {'accel.qat', 'accel.fsdp', 'accel.fused_lora'}  # FP8 itself stays free: it can be turned off
     assert 'both rewrite the linear layers' in html.unescape(panel.fields['accel.qat'].note.value)
     panel.fields['accel.fp8'].input.value = False
-    assert not any(fw.input.disabled for fw in acc.values()) and panel.config == RunConfig()
+    assert greyed() == {'accel.fused_lora'} and panel.config == RunConfig()
 
 
 def test_acceleration_tab_marks_what_this_machine_cannot_run(monkeypatch):
