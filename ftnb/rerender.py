@@ -12,7 +12,7 @@ from typing import Callable
 log = logging.getLogger('ftnb.rerender')
 
 # %% auto #0
-__all__ = ['log', 'ack_class', 'KernelIdle', 'kernel_idle', 'Shown', 'show']
+__all__ = ['log', 'ack_class', 'KernelIdle', 'kernel_idle', 'Shown', 'show', 'kernel_here', 'watched']
 
 # %% ../nbs/11a_rerender.ipynb #799456f3
 _ESM = """export default { render({ model }) {  // draws nothing: says to the kernel that a view was drawn
@@ -110,3 +110,14 @@ def show(widget, # an ipywidgets widget
     s.handle = display(first or s.bundle(), raw=True, display_id=True)
     threading.Thread(target=s._watch, name='ftnb-rerender', daemon=True).start()
     return s
+
+# %% ../nbs/11a_rerender.ipynb #2f10acd3
+def kernel_here() -> bool:
+    "True in a Jupyter kernel (IPython's shell has a kernel): a front end may render widgets and answer."
+    from IPython import get_ipython
+    return getattr(get_ipython(), 'kernel', None) is not None
+
+def watched(widget_of:Callable, # obj -> the widget to show
+            text:str) -> property: # its plain-text fallback
+    "An `_ipython_display_` property that shows `widget_of(obj)` through `show` in a kernel, and is None elsewhere."
+    return property(lambda self: (lambda: show(widget_of(self), text) and None) if kernel_here() else None)
