@@ -1,5 +1,6 @@
 "ftnb.widgets headless: every schema field round-trips through its widget, errors land by their field, and a real run stops and resumes."
-import html, time
+import html, threading, time
+import ipywidgets as W
 import pytest
 from ftnb.config import ConfigError, RunConfig, field_help, from_dict, to_dict
 from ftnb.events import Metrics
@@ -253,3 +254,62 @@ def test_a_saved_notebook_says_what_the_widgets_are():
     for w, word in ((panel, 'ftnb config panel'), (panel.run, 'ftnb run control')):
         b = w._repr_mimebundle_()
         assert 'application/vnd.jupyter.widget-view+json' in b and b['text/plain'].startswith(word) and 'VBox' not in b['text/plain'], b
+
+
+# --- re-render when no view is acknowledged (ftnb.rerender, issue 11 item 3) -----------------------------------------
+
+class _Handle:
+    "Stands in for IPython's DisplayHandle: records the model ids it was updated with."
+    def __init__(self): self.ids = []
+    def update(self, obj, raw=False): self.ids.append(obj['application/vnd.jupyter.widget-view+json']['model_id'])
+
+
+def _watch(s, seconds:float):
+    "Run the watching thread as `show` does, for at most `seconds`; True when it ended by itself."
+    t = threading.Thread(target=s._watch, kwargs=dict(poll=0.01), daemon=True); t.start(); t.join(seconds)
+    ended = not t.is_alive(); s.done.set(); t.join(1); assert not t.is_alive()
+    return ended
+
+
+def test_no_acknowledgement_reshows_the_same_widget_in_a_fresh_wrapper():
+    from ftnb.rerender import Shown
+    panel, h = W.Label('panel'), _Handle()
+    s = Shown(panel, 'a panel', h, idle=lambda: 10.0, wait=0.05, retries=3)
+    first = s.box.model_id
+    threading.Timer(0.3, lambda: setattr(s.ack, 'rendered', 1)).start()  # the second view renders (what render() does)
+    assert _watch(s, 5)
+    assert 1 <= len(h.ids) <= 3 and h.ids[-1] == s.box.model_id != first and not s.gave_up
+    assert s.box.children[0] is panel and panel.comm is not None  # the panel itself is shown again, not rebuilt
+
+
+def test_an_acknowledged_view_is_never_reshown():
+    from ftnb.rerender import Shown
+    h = _Handle(); s = Shown(W.Label('panel'), 'a panel', h, idle=lambda: 10.0, wait=0.01)
+    s.ack.rendered = 1
+    assert _watch(s, 2) and h.ids == [] and s.tries == 0
+
+
+def test_retries_are_bounded_and_the_watch_ends():
+    from ftnb.rerender import Shown
+    h = _Handle(); s = Shown(W.Label('panel'), 'a panel', h, idle=lambda: 10.0, wait=0.01, retries=3)
+    assert _watch(s, 5)  # 0.01 + 0.02 + 0.04 + 0.08 s of waiting, then it gives up by itself
+    assert len(h.ids) == 3 and len(set(h.ids)) == 3 and s.gave_up
+
+
+def test_negative_control_a_busy_kernel_is_not_a_missing_view():
+    "The front end's acknowledgement waits while a cell runs: only idle seconds count, so a long cell causes no re-show."
+    from ftnb.rerender import Shown
+    h = _Handle(); s = Shown(W.Label('panel'), 'a panel', h, idle=lambda: 0.0, wait=0.01, retries=3)
+    assert not _watch(s, 0.5)  # still waiting for the kernel to go idle...
+    assert h.ids == [] and not s.gave_up  # ...with nothing re-shown, though no view was acknowledged
+
+
+def test_without_a_kernel_show_displays_once_and_starts_no_thread(monkeypatch):
+    import IPython.display
+    from ftnb.rerender import show
+    shown = []; monkeypatch.setattr(IPython.display, 'display', lambda *a, **kw: shown.append((a, kw)))
+    n = threading.active_count()
+    panel = ConfigPanel(RunConfig())
+    assert show(panel.widget, 'a panel') is None and threading.active_count() == n
+    assert len(shown) == 1 and shown[0][0][0]['text/plain'] == 'a panel' and 'display_id' not in shown[0][1]
+    assert panel._ipython_display_ is None  # IPython falls back to _repr_mimebundle_ (execnb formats results outside its capture)
