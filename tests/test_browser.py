@@ -53,12 +53,12 @@ def free_port() -> int:
 @pytest.fixture
 def server(request, tmp_path):
     "JupyterLab or Notebook 7 on a free loopback port, every Jupyter folder inside tmp_path; yields the notebook URL."
-    opt = {'app': 'lab', 'mode': 'widget', 'negative': False, **getattr(request, 'param', {})}
+    opt = {'app': 'lab', 'mode': 'widget', 'negative': False, 'nb': 'panel.ipynb', **getattr(request, 'param', {})}
     module, A, path = APPS[opt['app']]
     if not Path(CHROMIUM).exists(): pytest.skip(f'chromium is not installed ({CHROMIUM}); CI installs it with apt-get')
     if not importlib.util.find_spec(module): pytest.skip(f'{module} is not installed; the dev extras install it')
     root = tmp_path/'root'; root.mkdir()
-    shutil.copy(HERE/'panel.ipynb', root/'panel.ipynb'); shutil.copytree(GRPO_RUN, root/'grpo_cpu_run')
+    shutil.copy(HERE/opt['nb'], root/opt['nb']); shutil.copytree(GRPO_RUN, root/'grpo_cpu_run')
     (tmp_path/'overrides.json').write_text(json.dumps(  # no "fetch Jupyter news?" toast
         {'@jupyterlab/apputils-extension:notification': {'fetchNews': 'false', 'checkForUpdates': False}}))
     port = free_port()
@@ -83,7 +83,7 @@ def server(request, tmp_path):
             try: urllib.request.urlopen(f'http://127.0.0.1:{port}/api/status?token=test', timeout=1); break
             except OSError: time.sleep(0.5)
         else: pytest.fail(f'{module} did not answer in 60 s')
-        yield dict(opt, t0=t0, url=f'http://127.0.0.1:{port}/{path}/panel.ipynb?token=test', runs=tmp_path/'runs'/'browser',
+        yield dict(opt, t0=t0, url=f'http://127.0.0.1:{port}/{path}/{opt["nb"]}?token=test', runs=tmp_path/'runs'/'browser',
                    name=f"{opt['app']}-{opt['mode']}")
     finally:
         proc.terminate()  # SIGTERM: the server shuts the kernel (and its training thread) down, then exits
@@ -292,3 +292,40 @@ def test_negative_control_a_dashboard_that_never_draws_fails_the_check(server, t
         assert page.evaluate(POINTS, PLOTS[server['mode']]) == 0   # ...but the check the real test relies on sees no points
         ui.locator('button.ftnb-stop').click()
         expect(ui.locator('.ftnb-status')).to_contain_text('stopped at step', timeout=60_000)
+
+
+@pytest.mark.parametrize('server', [dict(app=a, nb='rerender.ipynb') for a in ('lab', 'notebook')], indirect=True, ids=['lab', 'notebook7'])
+def test_panel_recovers_from_a_missing_model(server, tmp_path):
+    """tests/browser/rerender.ipynb: a panel whose first showing is a view of a model that does not exist. The front end
+    says so ("Error displaying widget: model not found"); no view is acknowledged, so ftnb shows the panel again through
+    the same display handle, and the real panel replaces the error. The control cell (retries=0) keeps its error."""
+    from playwright.sync_api import expect
+    shots, name, t0 = HERE/'screenshots', f"{server['app']}-rerender", time.time()
+    shots.mkdir(exist_ok=True)
+    def shot(loc, what):
+        f = f'{name}_{what}.png'; screenshot(page, loc, shots/f); shutil.copy(shots/f, tmp_path/f)
+    with notebook_page(server, tmp_path) as (page, errors, external):
+        page.wait_for_function(KERNEL_READY, timeout=60_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        cells = page.locator('.jp-Notebook .jp-Cell')
+        control, out = cells.nth(2).locator('.jp-OutputArea'), cells.nth(3).locator('.jp-OutputArea')
+        expect(out).to_contain_text('model not found', timeout=60_000)  # the first showing failed, as the front end says
+        t_err = time.time() - t0
+        assert out.locator('.ftnb-panel').count() == 0
+        shot(cells.nth(3), 'error')
+        panel = out.locator('.ftnb-panel')
+        expect(panel).to_be_visible(timeout=60_000); t_ok = time.time() - t0  # re-shown after 5 s of an idle kernel
+        expect(out).not_to_contain_text('model not found'); expect(out).not_to_contain_text('Error')
+        expect(panel.locator('.lm-TabBar-tab', has_text='Dataset')).to_have_count(1)
+        expect(panel.locator('.ftnb-check')).to_contain_text('config valid')
+        expect(out.locator('.ftnb-shown')).to_have_count(1)  # one wrapper: the failed showing was replaced, not added to
+        shot(cells.nth(3), 'recovered')
+        # the control, never re-shown, still shows the error: the front end does not recover by itself
+        expect(control).to_contain_text('model not found'); assert control.locator('.ftnb-panel').count() == 0
+        page.wait_for_timeout(2_000)  # the control gives up 5 s after the kernel went idle
+        assert page.evaluate(RUN_CELL, 4) is True
+        expect(cells.nth(4).locator('.jp-OutputArea')).to_contain_text(
+            re.compile(r'panel tries=1 rendered=[1-9]\d*; control tries=0 rendered=0 gave_up=True'))
+        shot(page.locator('.jp-Notebook'), 'page')
+    assert not errors and not external, (errors, external)
+    print(f'\nre-render, {name}: error shown at {t_err:.1f} s, panel at {t_ok:.1f} s, test {time.time() - t0:.1f} s')
