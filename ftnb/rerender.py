@@ -15,8 +15,12 @@ log = logging.getLogger('ftnb.rerender')
 __all__ = ['log', 'ack_class', 'KernelIdle', 'kernel_idle', 'Shown', 'show', 'kernel_here', 'watched']
 
 # %% ../nbs/11a_rerender.ipynb #799456f3
-_ESM = """export default { render({ model }) {  // draws nothing: says to the kernel that a view was drawn
-  model.set('rendered', model.get('rendered') + 1); model.save_changes();
+_ESM = """export default { render({ model, el }) {  // draws nothing: tells the kernel that this view was drawn and stayed
+  const t = setTimeout(() => {  // 2.5 s: longer than the front end's wait for a missing model, whose late failure
+    if (!el.isConnected) return;  // could still wipe this output (jupyterlab-manager sets the node's text)
+    try { model.set('rendered', model.get('rendered') + 1); model.save_changes(); } catch (e) {}
+  }, 2500);
+  return () => clearTimeout(t);
 } };"""
 _ACK = []
 
@@ -54,7 +58,7 @@ class Shown:
                  text:str, # the plain-text fallback of its mime bundle
                  handle=None, # IPython's DisplayHandle (anything with .update(obj, raw=True))
                  idle:Callable[[], float]=lambda: 0.0, # seconds the kernel has been idle
-                 wait:float=5, # idle seconds before the first re-show; doubled at each retry
+                 wait:float=6, # idle seconds before the first re-show (the acknowledgement itself takes 2.5 s); doubled at each retry
                  retries:int=3): # re-shows before giving up
         self.widget, self.text, self.handle, self.idle, self.wait, self.retries = widget, text, handle, idle, wait, retries
         self.tries, self.gave_up, self.done, self.t = 0, False, threading.Event(), time.monotonic()
@@ -97,7 +101,7 @@ Shown.__repr__ = lambda self: f'Shown({self.text!r}: {self.rendered} views ackno
 # %% ../nbs/11a_rerender.ipynb #bbec1794
 def show(widget, # an ipywidgets widget
          text:str, # the plain-text fallback (a saved notebook without its kernel shows this)
-         wait:float=5, retries:int=3, # see Shown
+         wait:float=6, retries:int=3, # see Shown
          first:dict|None=None # test only: a mime bundle shown first instead of the widget (e.g. a view of a missing model)
         ) -> Shown|None:
     "Display `widget` through a display handle and show it again while no view of it is acknowledged; None where no kernel is."

@@ -49,7 +49,7 @@ from ftnb.rerender import show
 MISSING = {'application/vnd.jupyter.widget-view+json': {'model_id': 'ftnb-no-such-model', 'version_major': 2, 'version_minor': 0},
            'text/plain': 'a view of a widget model that does not exist'}"""
 R_CONTROL = "control = show(ConfigPanel(RunConfig()).widget, 'the control panel', retries=0, first=MISSING)  # never re-shown"
-R_PANEL = "shown = show(ConfigPanel(RunConfig()).widget, 'the panel', first=MISSING)  # re-shown after 5 s of an idle kernel"
+R_PANEL = "shown = show(ConfigPanel(RunConfig()).widget, 'the panel', first=MISSING)  # re-shown after 6 s of an idle kernel"
 R_PROBE = "print(f'panel tries={shown.tries} rendered={shown.rendered}; control tries={control.tries} rendered={control.rendered} gave_up={control.gave_up}')"
 nb = new_notebook(cells=[new_markdown_cell('ftnb re-render in a real browser (driven by tests/test_browser.py)'),
                          new_code_cell(R_SETUP), new_code_cell(R_CONTROL), new_code_cell(R_PANEL), new_code_cell(R_PROBE)],
