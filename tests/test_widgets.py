@@ -313,3 +313,49 @@ def test_without_a_kernel_show_displays_once_and_starts_no_thread(monkeypatch):
     assert show(panel.widget, 'a panel') is None and threading.active_count() == n
     assert len(shown) == 1 and shown[0][0][0]['text/plain'] == 'a panel' and 'display_id' not in shown[0][1]
     assert panel._ipython_display_ is None  # IPython falls back to _repr_mimebundle_ (execnb formats results outside its capture)
+
+
+def test_front_end_waits_2_s_for_a_missing_model_then_gives_up():
+    "The installed @jupyter-widgets front end (JupyterLab, Notebook 7) polls 2 s for a model it lacks, then throws 'widget model not found'."
+    import glob, re
+    from jupyter_core.paths import jupyter_path
+    js = [f for d in jupyter_path('labextensions') for f in glob.glob(f'{d}/@jupyter-widgets/jupyterlab-manager/static/*.js')]
+    if not js: pytest.skip('jupyterlab_widgets is not installed')
+    text = ''.join(open(f, encoding='utf-8').read() for f in js)
+    assert re.search(r'Date\.now\(\)-\w+<2e3.{0,200}?widget model not found', text)  # the wait ftnb's 2.5 s acknowledgement outlasts
+    assert 'Loading widget...' in text  # the two texts the browser test looks for; the failure is set as the node's text,
+    assert re.search(r'node\.textContent="Error displaying widget: model not found"', text)  # which drops a view drawn there
+
+
+def test_comm_messages_wait_while_a_cell_runs():
+    "ipykernel handles a front end's comm message after the running cell ends: why ftnb.rerender counts only idle seconds."
+    import uuid
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name='python3')
+    try:
+        kc.execute_interactive("import time, comm\nseen = []\ncomm.get_comm_manager().register_target('probe', lambda c, m: seen.append(time.time()))", timeout=60)
+        kc.execute("time.sleep(2); t_end = time.time()")
+        time.sleep(0.5)  # the cell is running now
+        kc.shell_channel.send(kc.session.msg('comm_open', {'comm_id': uuid.uuid4().hex, 'target_name': 'probe', 'data': {}}))
+        out = []
+        kc.execute_interactive("print(len(seen), seen[0] >= t_end)", timeout=60,
+                               output_hook=lambda m: out.append(m['content'].get('text', '')) if m['msg_type'] == 'stream' else None)
+        assert ''.join(out).split() == ['1', 'True'], out
+    finally:
+        kc.stop_channels(); km.shutdown_kernel(now=True)
+
+
+def test_execnb_prints_a_display_made_while_formatting_a_result(capsys):
+    "execnb (nbdev-test) formats a cell's result again after its capture ends: why ftnb.rerender.watched is None without a kernel."
+    from execnb.shell import CaptureShell
+    sh = CaptureShell(mpl_format=None)
+    try:
+        outs = sh.run("""
+class A:
+    def _ipython_display_(self):
+        from IPython.display import display
+        display({'text/plain': 'AAA', 'text/html': '<b>a</b>'}, raw=True)
+A()""")
+    finally: sh.close()
+    assert capsys.readouterr().out == 'AAA\n'  # printed to the terminal by the second formatting
+    assert [o['data'] for o in outs if o['output_type'] == 'execute_result'] == [{}]  # and an empty result saved
