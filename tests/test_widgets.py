@@ -359,3 +359,11 @@ A()""")
     finally: sh.close()
     assert capsys.readouterr().out == 'AAA\n'  # printed to the terminal by the second formatting
     assert [o['data'] for o in outs if o['output_type'] == 'execute_result'] == [{}]  # and an empty result saved
+
+
+def test_rerender_imports_without_ipywidgets_or_anywidget():
+    "RR8: ftnb.rerender (and ftnb.dashboard above it) import where neither ipywidgets nor anywidget is installed."
+    import subprocess, sys
+    code = "import sys; sys.modules['ipywidgets'] = sys.modules['anywidget'] = None; import ftnb.rerender, ftnb.dashboard"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
