@@ -12,7 +12,7 @@ from typing import Callable
 log = logging.getLogger('ftnb.rerender')
 
 # %% auto #0
-__all__ = ['log', 'ack_class', 'KernelIdle', 'kernel_idle', 'Shown', 'show', 'kernel_here', 'watched']
+__all__ = ['log', 'ack_class', 'KernelIdle', 'kernel_idle', 'Shown', 'watchable', 'show', 'kernel_here', 'watched']
 
 # %% ../nbs/11a_rerender.ipynb #799456f3
 _ESM = """export default { render({ model, el }) {  // draws nothing: tells the kernel that this view was drawn and stayed
@@ -98,18 +98,27 @@ def _watch(self, poll:float=0.25):
 Shown._check, Shown._watch = _check, _watch
 Shown.__repr__ = lambda self: f'Shown({self.text!r}: {self.rendered} views acknowledged, {self.tries} re-shows' + (', gave up)' if self.gave_up else ')')
 
+# %% ../nbs/11a_rerender.ipynb #cd1c7d4d
+def watchable(shell, widget) -> bool:
+    "True where a front end can acknowledge a view of `widget`: a kernel, a real comm, anywidget, and not Colab."
+    import importlib.util, sys
+    if getattr(shell, 'kernel', None) is None or type(getattr(widget, 'comm', None)).__name__ in ('NoneType', 'DummyComm'): return False
+    if 'google.colab' in sys.modules: return False
+    try: return importlib.util.find_spec('anywidget') is not None
+    except ValueError: return False  # a module blocked in sys.modules (tests)
+
 # %% ../nbs/11a_rerender.ipynb #bbec1794
 def show(widget, # an ipywidgets widget
          text:str, # the plain-text fallback (a saved notebook without its kernel shows this)
          wait:float=6, retries:int=3, # see Shown
          first:dict|None=None # test only: a mime bundle shown first instead of the widget (e.g. a view of a missing model)
         ) -> Shown|None:
-    "Display `widget` through a display handle and show it again while no view of it is acknowledged; None where no kernel is."
+    "Display `widget` through a display handle and show it again while no view of it is acknowledged; None where no answer can come."
     from IPython import get_ipython
     from IPython.display import display
     shell = get_ipython()
-    if getattr(shell, 'kernel', None) is None or type(getattr(widget, 'comm', None)).__name__ in ('NoneType', 'DummyComm'):
-        display({**widget._repr_mimebundle_(), 'text/plain': text}, raw=True); return None  # nothing would ever answer
+    if not watchable(shell, widget):
+        display({**widget._repr_mimebundle_(), 'text/plain': text}, raw=True); return None  # no answer would come
     s = Shown(widget, text, idle=kernel_idle(shell), wait=wait, retries=retries)
     s.handle = display(first or s.bundle(), raw=True, display_id=True)
     threading.Thread(target=s._watch, name='ftnb-rerender', daemon=True).start()
