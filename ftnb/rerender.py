@@ -61,7 +61,7 @@ class Shown:
                  wait:float=6, # idle seconds before the first re-show (the acknowledgement itself takes 2.5 s); doubled at each retry
                  retries:int=3): # re-shows before giving up
         self.widget, self.text, self.handle, self.idle, self.wait, self.retries = widget, text, handle, idle, wait, retries
-        self.tries, self.gave_up, self.done, self.t = 0, False, threading.Event(), time.monotonic()
+        self.tries, self.gave_up, self.done, self.t, self.old = 0, False, threading.Event(), time.monotonic(), []
         self.box, self.ack = self._wrap()
     def _wrap(self):
         import ipywidgets as W
@@ -86,7 +86,7 @@ def _check(self) -> bool:
     old, (self.box, self.ack) = (self.box, self.ack), self._wrap()
     self.tries, self.t = self.tries + 1, time.monotonic()
     self.handle.update(self.bundle(), raw=True)
-    for w in old: w.close()  # the wrapper and its acknowledgement only: the widget keeps its model
+    self.old.extend(old)  # not closed: that would hide the output (see above); at most `retries` small widgets
     return True
 
 def _watch(self, poll:float=0.25):

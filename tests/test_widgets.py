@@ -325,6 +325,7 @@ def test_front_end_waits_2_s_for_a_missing_model_then_gives_up():
     assert re.search(r'Date\.now\(\)-\w+<2e3.{0,200}?widget model not found', text)  # the wait ftnb's 2.5 s acknowledgement outlasts
     assert 'Loading widget...' in text  # the two texts the browser test looks for; the failure is set as the node's text,
     assert re.search(r'node\.textContent="Error displaying widget: model not found"', text)  # which drops a view drawn there
+    assert re.search(r'\.disposed\.connect\(\(\)=>\{this\.hide\(\)', text)  # a disposed view hides its output: old wrappers stay open
 
 
 def test_comm_messages_wait_while_a_cell_runs():

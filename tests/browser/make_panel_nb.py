@@ -39,7 +39,8 @@ nbformat.write(nb, Path(__file__).with_name('panel.ipynb'))
 
 # rerender.ipynb: the first showing of a panel fails on purpose (a view of a model that does not exist, through the same
 # display handle: ftnb.rerender.show's test-only `first`); ftnb must notice that no view was acknowledged and show the
-# panel again. The control cell never re-shows (retries=0): its error must stay.
+# panel again. The control cell never re-shows (retries=0): its error must stay. The eager cell re-shows a widget that
+# was drawn fine (its wait is shorter than an acknowledgement takes): it must stay on screen.
 R_SETUP = """\
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -50,8 +51,12 @@ MISSING = {'application/vnd.jupyter.widget-view+json': {'model_id': 'ftnb-no-suc
            'text/plain': 'a view of a widget model that does not exist'}"""
 R_CONTROL = "control = show(ConfigPanel(RunConfig()).widget, 'the control panel', retries=0, first=MISSING)  # never re-shown"
 R_PANEL = "shown = show(ConfigPanel(RunConfig()).widget, 'the panel', first=MISSING)  # re-shown after 6 s of an idle kernel"
-R_PROBE = "print(f'panel tries={shown.tries} rendered={shown.rendered}; control tries={control.tries} rendered={control.rendered} gave_up={control.gave_up}')"
+R_EAGER = ("import ipywidgets as W\n"
+           "eager = show(W.Label('an eager widget').add_class('ftnb-eager'), 'an eager widget', wait=0.5)  # re-shown before its acknowledgement (2.5 s) can come")
+R_PROBE = ("print(f'panel tries={shown.tries} rendered={shown.rendered}; control tries={control.tries} rendered={control.rendered} gave_up={control.gave_up}; '"
+           " f'eager tries={eager.tries}')")
 nb = new_notebook(cells=[new_markdown_cell('ftnb re-render in a real browser (driven by tests/test_browser.py)'),
-                         new_code_cell(R_SETUP), new_code_cell(R_CONTROL), new_code_cell(R_PANEL), new_code_cell(R_PROBE)],
+                         new_code_cell(R_SETUP), new_code_cell(R_CONTROL), new_code_cell(R_PANEL), new_code_cell(R_EAGER),
+                         new_code_cell(R_PROBE)],
                   metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
 nbformat.write(nb, Path(__file__).with_name('rerender.ipynb'))
