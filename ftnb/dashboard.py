@@ -14,6 +14,7 @@ import plotly.io as pio
 
 from .config import ConfigError
 from .events import Event, Log
+from .rerender import show
 from .viz import (GRPO_VIEWS, SFT_VIEWS, VIEWS, RunData, grid_figure, headline, health, hints_html, load_run, log_html, new_figure,
                       reward_colors, rollout_columns, rollout_table, status_text, sync, sync_all, view_order)
 
@@ -420,7 +421,7 @@ def _display(self:Dashboard):
     from IPython.display import display
     with self._lock:
         self.shown = True
-        if self.mode == 'widget': return display(self.widget)
+        if self.mode == 'widget': return show(self.widget, 'ftnb dashboard: the live plots of a run (widgets: they show in a running notebook)')  # re-shown if no view renders
         self._side = self.side_html()
         self._handles['side'] = display({'text/html': self._side, 'text/plain': 'ftnb dashboard'}, raw=True, display_id=True)
         live = self.data.dir is None

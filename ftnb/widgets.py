@@ -16,6 +16,7 @@ import yaml
 
 from .config import TINY_MODELS, ConfigError, DataError, FtnbError, RunConfig, from_dict, to_dict
 from .events import Checkpoint, EventQueue, Log, Metrics, RunEnd, RunStart
+from .rerender import watched
 
 # %% auto #0
 __all__ = ['TABS', 'SHOW_IF', 'field_paths', 'field_info', 'field_kind', 'field_bounds', 'RewardsInput', 'FieldWidget',
@@ -418,8 +419,10 @@ def _with_text(bundle:dict, text:str) -> dict:
     "A widget's mime bundle whose plain-text fallback says what it is (a saved notebook without its kernel, GitHub, the docs site show this, not the widget's repr)."
     return {**bundle, 'text/plain': text} if bundle else bundle
 
-RunControl._repr_mimebundle_ = lambda self, **kw: _with_text(W.VBox([W.HBox([self.train_btn, self.stop_btn, self.progress, self.label]), self.status, self.live])._repr_mimebundle_(**kw),
-    'ftnb run control: Train and Stop, the progress bar and the live view (widgets: they show in a running notebook)')
+_RUN_TEXT = 'ftnb run control: Train and Stop, the progress bar and the live view (widgets: they show in a running notebook)'
+RunControl._box = lambda self: W.VBox([W.HBox([self.train_btn, self.stop_btn, self.progress, self.label]), self.status, self.live])
+RunControl._repr_mimebundle_ = lambda self, **kw: _with_text(self._box()._repr_mimebundle_(**kw), _RUN_TEXT)
+RunControl._ipython_display_ = watched(lambda self: self._box(), _RUN_TEXT)  # in a kernel: re-shown if no view of it renders (ftnb.rerender)
 
 # %% ../nbs/12_widgets.ipynb #dc386e7e
 TABS = {'Dataset': ('data',), 'Model & adapter': ('model', 'adapter'), 'Method': ('method',), 'Training': ('train',), 'Acceleration': ('accel',)}
@@ -637,7 +640,9 @@ def _resume_changed(self, change):
     if not self._quiet: self.fields['train.resume_from'].set('latest' if change['new'] else None)
 
 ConfigPanel._changed, ConfigPanel._resume_changed = _changed, _resume_changed
-ConfigPanel._repr_mimebundle_ = lambda self, **kw: _with_text(self.widget._repr_mimebundle_(**kw), 'ftnb config panel: the run config as tabs of fields (widgets: they show in a running notebook)')
+_PANEL_TEXT = 'ftnb config panel: the run config as tabs of fields (widgets: they show in a running notebook)'
+ConfigPanel._repr_mimebundle_ = lambda self, **kw: _with_text(self.widget._repr_mimebundle_(**kw), _PANEL_TEXT)
+ConfigPanel._ipython_display_ = watched(lambda self: self.widget, _PANEL_TEXT)  # in a kernel: re-shown if no view of it renders (ftnb.rerender)
 
 # %% ../nbs/12_widgets.ipynb #ef4f3bf1
 def _discover(self) -> list[str]:

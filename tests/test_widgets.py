@@ -1,5 +1,6 @@
 "ftnb.widgets headless: every schema field round-trips through its widget, errors land by their field, and a real run stops and resumes."
-import html, time
+import html, threading, time
+import ipywidgets as W
 import pytest
 from ftnb.config import ConfigError, RunConfig, field_help, from_dict, to_dict
 from ftnb.events import Metrics
@@ -260,3 +261,117 @@ def test_a_saved_notebook_says_what_the_widgets_are():
     for w, word in ((panel, 'ftnb config panel'), (panel.run, 'ftnb run control')):
         b = w._repr_mimebundle_()
         assert 'application/vnd.jupyter.widget-view+json' in b and b['text/plain'].startswith(word) and 'VBox' not in b['text/plain'], b
+
+
+# --- re-render when no view is acknowledged (ftnb.rerender, issue 11 item 3) -----------------------------------------
+
+class _Handle:
+    "Stands in for IPython's DisplayHandle: records the model ids it was updated with."
+    def __init__(self): self.ids = []
+    def update(self, obj, raw=False): self.ids.append(obj['application/vnd.jupyter.widget-view+json']['model_id'])
+
+
+def _watch(s, seconds:float):
+    "Run the watching thread as `show` does, for at most `seconds`; True when it ended by itself."
+    t = threading.Thread(target=s._watch, kwargs=dict(poll=0.01), daemon=True); t.start(); t.join(seconds)
+    ended = not t.is_alive(); s.done.set(); t.join(1); assert not t.is_alive()
+    return ended
+
+
+def test_no_acknowledgement_reshows_the_same_widget_in_a_fresh_wrapper():
+    from ftnb.rerender import Shown
+    panel, h = W.Label('panel'), _Handle()
+    s = Shown(panel, 'a panel', h, idle=lambda: 10.0, wait=0.05, retries=3)
+    first = s.box.model_id
+    threading.Timer(0.3, lambda: setattr(s.ack, 'rendered', 1)).start()  # the second view renders (what render() does)
+    assert _watch(s, 5)
+    assert 1 <= len(h.ids) <= 3 and h.ids[-1] == s.box.model_id != first and not s.gave_up
+    assert s.box.children[0] is panel and panel.comm is not None  # the panel itself is shown again, not rebuilt
+
+
+def test_an_acknowledged_view_is_never_reshown():
+    from ftnb.rerender import Shown
+    h = _Handle(); s = Shown(W.Label('panel'), 'a panel', h, idle=lambda: 10.0, wait=0.01)
+    s.ack.rendered = 1
+    assert _watch(s, 2) and h.ids == [] and s.tries == 0
+
+
+def test_retries_are_bounded_and_the_watch_ends():
+    from ftnb.rerender import Shown
+    h = _Handle(); s = Shown(W.Label('panel'), 'a panel', h, idle=lambda: 10.0, wait=0.01, retries=3)
+    assert _watch(s, 5)  # 0.01 + 0.02 + 0.04 + 0.08 s of waiting, then it gives up by itself
+    assert len(h.ids) == 3 and len(set(h.ids)) == 3 and s.gave_up
+
+
+def test_negative_control_a_busy_kernel_is_not_a_missing_view():
+    "The front end's acknowledgement waits while a cell runs: only idle seconds count, so a long cell causes no re-show."
+    from ftnb.rerender import Shown
+    h = _Handle(); s = Shown(W.Label('panel'), 'a panel', h, idle=lambda: 0.0, wait=0.01, retries=3)
+    assert not _watch(s, 0.5)  # still waiting for the kernel to go idle...
+    assert h.ids == [] and not s.gave_up  # ...with nothing re-shown, though no view was acknowledged
+
+
+def test_without_a_kernel_show_displays_once_and_starts_no_thread(monkeypatch):
+    import IPython.display
+    from ftnb.rerender import show
+    shown = []; monkeypatch.setattr(IPython.display, 'display', lambda *a, **kw: shown.append((a, kw)))
+    n = threading.active_count()
+    panel = ConfigPanel(RunConfig())
+    assert show(panel.widget, 'a panel') is None and threading.active_count() == n
+    assert len(shown) == 1 and shown[0][0][0]['text/plain'] == 'a panel' and 'display_id' not in shown[0][1]
+    assert panel._ipython_display_ is None  # IPython falls back to _repr_mimebundle_ (execnb formats results outside its capture)
+
+
+def test_front_end_waits_2_s_for_a_missing_model_then_gives_up():
+    "The installed @jupyter-widgets front end (JupyterLab, Notebook 7) polls 2 s for a model it lacks, then throws 'widget model not found'."
+    import glob, re
+    from jupyter_core.paths import jupyter_path
+    js = [f for d in jupyter_path('labextensions') for f in glob.glob(f'{d}/@jupyter-widgets/jupyterlab-manager/static/*.js')]
+    if not js: pytest.skip('jupyterlab_widgets is not installed')
+    text = ''.join(open(f, encoding='utf-8').read() for f in js)
+    assert re.search(r'Date\.now\(\)-\w+<2e3.{0,200}?widget model not found', text)  # the wait ftnb's 2.5 s acknowledgement outlasts
+    assert 'Loading widget...' in text  # the two texts the browser test looks for; the failure is set as the node's text,
+    assert re.search(r'node\.textContent="Error displaying widget: model not found"', text)  # which drops a view drawn there
+    assert re.search(r'\.disposed\.connect\(\(\)=>\{this\.hide\(\)', text)  # a disposed view hides its output: old wrappers stay open
+
+
+def test_comm_messages_wait_while_a_cell_runs():
+    "ipykernel handles a front end's comm message after the running cell ends: why ftnb.rerender counts only idle seconds."
+    import uuid
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name='python3')
+    try:
+        kc.execute_interactive("import time, comm\nseen = []\ncomm.get_comm_manager().register_target('probe', lambda c, m: seen.append(time.time()))", timeout=60)
+        kc.execute("time.sleep(2); t_end = time.time()")
+        time.sleep(0.5)  # the cell is running now
+        kc.shell_channel.send(kc.session.msg('comm_open', {'comm_id': uuid.uuid4().hex, 'target_name': 'probe', 'data': {}}))
+        out = []
+        kc.execute_interactive("print(len(seen), seen[0] >= t_end)", timeout=60,
+                               output_hook=lambda m: out.append(m['content'].get('text', '')) if m['msg_type'] == 'stream' else None)
+        assert ''.join(out).split() == ['1', 'True'], out
+    finally:
+        kc.stop_channels(); km.shutdown_kernel(now=True)
+
+
+def test_execnb_prints_a_display_made_while_formatting_a_result(capsys):
+    "execnb (nbdev-test) formats a cell's result again after its capture ends: why ftnb.rerender.watched is None without a kernel."
+    from execnb.shell import CaptureShell
+    sh = CaptureShell(mpl_format=None)
+    try:
+        outs = sh.run("""
+class A:
+    def _ipython_display_(self):
+        from IPython.display import display
+        display({'text/plain': 'AAA', 'text/html': '<b>a</b>'}, raw=True)
+A()""")
+    finally: sh.close()
+    assert capsys.readouterr().out == 'AAA\n'  # printed to the terminal by the second formatting
+    assert [o['data'] for o in outs if o['output_type'] == 'execute_result'] == [{}]  # and an empty result saved
+
+
+def test_rerender_imports_without_ipywidgets_or_anywidget():
+    "RR8: ftnb.rerender (and ftnb.dashboard above it) import where neither ipywidgets nor anywidget is installed."
+    import subprocess, sys
+    code = "import sys; sys.modules['ipywidgets'] = sys.modules['anywidget'] = None; import ftnb.rerender, ftnb.dashboard"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

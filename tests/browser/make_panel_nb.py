@@ -1,4 +1,4 @@
-"Writes panel.ipynb, the notebook tests/test_browser.py opens in JupyterLab and Notebook 7 (run it after editing the cells below)."
+"Writes panel.ipynb and rerender.ipynb, the notebooks tests/test_browser.py opens in JupyterLab and Notebook 7 (run it after editing the cells below)."
 from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -36,3 +36,27 @@ nb = new_notebook(cells=[new_markdown_cell('ftnb panel in a real browser (driven
                          new_code_cell(ROLLOUTS)],
                   metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
 nbformat.write(nb, Path(__file__).with_name('panel.ipynb'))
+
+# rerender.ipynb: the first showing of a panel fails on purpose (a view of a model that does not exist, through the same
+# display handle: ftnb.rerender.show's test-only `first`); ftnb must notice that no view was acknowledged and show the
+# panel again. The control cell never re-shows (retries=0): its error must stay. The eager cell re-shows a widget that
+# was drawn fine (its wait is shorter than an acknowledgement takes): it must stay on screen.
+R_SETUP = """\
+import os
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+from ftnb.config import RunConfig
+from ftnb.widgets import ConfigPanel
+from ftnb.rerender import show
+MISSING = {'application/vnd.jupyter.widget-view+json': {'model_id': 'ftnb-no-such-model', 'version_major': 2, 'version_minor': 0},
+           'text/plain': 'a view of a widget model that does not exist'}"""
+R_CONTROL = "control = show(ConfigPanel(RunConfig()).widget, 'the control panel', retries=0, first=MISSING)  # never re-shown"
+R_PANEL = "shown = show(ConfigPanel(RunConfig()).widget, 'the panel', first=MISSING)  # re-shown after 6 s of an idle kernel"
+R_EAGER = ("import ipywidgets as W\n"
+           "eager = show(W.Label('an eager widget').add_class('ftnb-eager'), 'an eager widget', wait=0.5)  # re-shown before its acknowledgement (2.5 s) can come")
+R_PROBE = ("print(f'panel tries={shown.tries} rendered={shown.rendered}; control tries={control.tries} rendered={control.rendered} gave_up={control.gave_up}; '"
+           " f'eager tries={eager.tries}')")
+nb = new_notebook(cells=[new_markdown_cell('ftnb re-render in a real browser (driven by tests/test_browser.py)'),
+                         new_code_cell(R_SETUP), new_code_cell(R_CONTROL), new_code_cell(R_PANEL), new_code_cell(R_EAGER),
+                         new_code_cell(R_PROBE)],
+                  metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}})
+nbformat.write(nb, Path(__file__).with_name('rerender.ipynb'))
