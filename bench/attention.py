@@ -108,7 +108,8 @@ def main():
             line = [l for l in p.stdout.splitlines() if l.startswith('RESULT ')]
             r = json.loads(line[-1][7:]) if line else dict(way=way, batch=batch, error=(p.stderr or p.stdout)[-2000:])
             res['runs'].append(r)
-            print(json.dumps({k: v for k, v in r.items() if k not in ('step_times', 'losses')})[:600], flush=True)
+            print(json.dumps({k: v for k, v in r.items() if k not in ('step_times', 'losses', 'error')}), r.get('error', '')[-1500:], flush=True)
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(res, indent=1))  # kept if the call is cut
     base = {r['batch']: r['losses'] for r in res['runs'] if r.get('way') == 'padded' and 'losses' in r}
     res['summary'] = [dict(batch=r['batch'], way=r['way'], tokens_per_s=r['tokens_per_s'], peak_gib=r['peak_gib'], s_per_step=r['s_per_step'],
                            loss_gap_vs_padded=max(abs(x - y) for x, y in zip(r['losses'], base[r['batch']])) if r['batch'] in base else None)
