@@ -6,13 +6,13 @@ Docs: https://ftnb.github.io/ftnb/config.html.md"""
 
 # %% ../nbs/00_config.ipynb #a5b8ffad
 from __future__ import annotations
-import difflib, json, warnings
+import difflib, json, sys, warnings
 from urllib.parse import urlparse
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 # %% auto #0
@@ -216,6 +216,14 @@ class AccelCfg(Part):
         "Activation checkpointing follows gradient_checkpointing, mixed precision follows model.dtype; one process: no effect.")
 
 # %% ../nbs/00_config.ipynb #999af048
+def _warn_once(msg:str, c):
+    "Warn once per config object (a run checks its config again), pointing at the first caller outside ftnb and pydantic."
+    if msg in c._warned: return
+    c._warned.add(msg)
+    f, n = sys._getframe(1), 2  # stacklevel 2 = the frame of sys._getframe(1)
+    while f is not None and f.f_globals.get('__name__', '').split('.')[0] in ('ftnb', 'pydantic', 'pydantic_core'): f, n = f.f_back, n + 1
+    warnings.warn(msg, stacklevel=n)
+
 LR_WARN = {'adapter': 1e-2, 'full': 1e-3}  # learning rates above these warn: LoRA trains at ~1e-4..5e-4, full fine-tuning at ~1e-5..5e-5
 
 def _check_split(c) -> None:
@@ -320,13 +328,13 @@ def _checks(c) -> None:
     if c.method.name == 'grpo' and c.method.sync == 'merge' and a.method in QUANTIZED:
         raise ConfigError('method.sync', 'merge', "use 'auto' or 'adapter'", f"{a.method} keeps the base weights quantized, and an adapter cannot be merged into them")
     if 'lm_head' in a.target_modules and 'all-linear' in a.target_modules:  # fms-hf-tuning's documented rule, see check_targets
-        warnings.warn(f"adapter.target_modules={a.target_modules}: with 'all-linear', lm_head gets no adapter (as in fms-hf-tuning, "
+        _warn_once(f"adapter.target_modules={a.target_modules}: with 'all-linear', lm_head gets no adapter (as in fms-hf-tuning, "
                       "['lm_head','all-linear'] means all-linear only). To train lm_head too, list every layer by name with it, "
-                      "e.g. ['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj','lm_head'].", stacklevel=3)
+                      "e.g. ['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj','lm_head'].", c)
     top = LR_WARN['full' if a.method == 'full' else 'adapter']
     if c.train.lr > top:
-        warnings.warn(f"train.lr={c.train.lr:g} is far above what {'full fine-tuning' if a.method == 'full' else 'an adapter'} trains well with "
-                      f"(warned above {top:g}): the loss may blow up or the model collapse. Fix: try {2e-5 if a.method == 'full' else 2e-4:g}.", stacklevel=3)
+        _warn_once(f"train.lr={c.train.lr:g} is far above what {'full fine-tuning' if a.method == 'full' else 'an adapter'} trains well with "
+                   f"(warned above {top:g}): the loss may blow up or the model collapse. Fix: try {2e-5 if a.method == 'full' else 2e-4:g}.", c)
 
 # %% ../nbs/00_config.ipynb #af16ea43
 class RunConfig(Part):
@@ -338,6 +346,7 @@ class RunConfig(Part):
     train: TrainCfg = Field(default_factory=TrainCfg, description="Optimisation and output.")
     accel: AccelCfg = Field(default_factory=AccelCfg, description="Speed and memory options.")
 
+    _warned: set = PrivateAttr(default_factory=set)  # warnings already given for this object (`_warn_once`)
     def model_post_init(self, _): _checks(self)
     def check(self) -> RunConfig:
         "Run the cross-part checks again (after editing parts in place)."

@@ -164,3 +164,14 @@ def test_add_tokens_rules():
         RunConfig.model_validate({'model': {'add_tokens': ['<think>']}, 'method': {'name': 'grpo', 'rewards': [{'name': 'length_penalty'}]}})
     with pytest.raises(ConfigError, match='model.add_tokens.*an empty token cannot be added'): RunConfig(model={'add_tokens': ['<a>', ' ']})
     assert RunConfig(model={'add_tokens': ['<a>']}).model.add_tokens == ['<a>']
+
+def test_config_warnings_once_per_object_at_the_callers_line():
+    "A run checks its config again (cfg.check()): the lr warning is not repeated, and it points at the user's line, not pydantic's."
+    from ftnb.config import RunConfig
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        c = RunConfig(train={'lr': 1.0}); c.check(); c.check()
+        c.train.lr = 2.0; c.check()           # a changed value warns again
+        RunConfig(train={'lr': 1.0})          # so does another object
+    got = [(str(x.message).split(' is ')[0], x.filename) for x in w if 'is far above' in str(x.message)]
+    assert got == [('train.lr=1', __file__), ('train.lr=2', __file__), ('train.lr=1', __file__)], got
