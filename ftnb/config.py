@@ -329,8 +329,8 @@ def _checks(c) -> None:
         raise ConfigError('method.sync', 'merge', "use 'auto' or 'adapter'", f"{a.method} keeps the base weights quantized, and an adapter cannot be merged into them")
     if 'lm_head' in a.target_modules and 'all-linear' in a.target_modules:  # fms-hf-tuning's documented rule, see check_targets
         _warn_once(f"adapter.target_modules={a.target_modules}: with 'all-linear', lm_head gets no adapter (as in fms-hf-tuning, "
-                      "['lm_head','all-linear'] means all-linear only). To train lm_head too, list every layer by name with it, "
-                      "e.g. ['q_proj','k_proj','v_proj','o_proj','gate_proj','up_proj','down_proj','lm_head'].", c)
+                      "['lm_head','all-linear'] means all-linear only). To train lm_head too, name it in adapter.modules_to_save "
+                      "(trained in full: TRL's trainers cannot train a LoRA on lm_head).", c)
     top = LR_WARN['full' if a.method == 'full' else 'adapter']
     if c.train.lr > top:
         _warn_once(f"train.lr={c.train.lr:g} is far above what {'full fine-tuning' if a.method == 'full' else 'an adapter'} trains well with "

@@ -24,9 +24,9 @@ from .warns import WarningLog
 # %% auto #0
 __all__ = ['CKPT', 'STATUSES', 'WEIGHTS', 'MUST_MATCH', 'STOP_SIGNALS', 'rank', 'world_size', 'fsdp_kwargs', 'trainer_kwargs',
            'write_json', 'read_result', 'status', 'ckpt_dirs', 'complete', 'latest_checkpoint', 'describe', 'holds_run',
-           'check_output_dir', 'saved_config', 'config_diff', 'resume_checkpoint', 'check_shapes', 'signals_stop',
-           'rotate', 'wait', 'atomic_saves', 'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult', 'move_aside',
-           'Run', 'console_off']
+           'check_output_dir', 'check_head', 'saved_config', 'config_diff', 'resume_checkpoint', 'check_shapes',
+           'signals_stop', 'rotate', 'wait', 'atomic_saves', 'NonFiniteLoss', 'guard_finite', 'Health', 'RunResult',
+           'move_aside', 'Run', 'console_off']
 
 # %% ../nbs/06b_runs.ipynb #92b6b220
 def rank() -> int:
@@ -161,6 +161,15 @@ def check_output_dir(cfg:RunConfig):
         raise ConfigError(field, val, 'give a folder (or a path that does not exist yet)', f'{up} is a file, not a folder')
     if not os.access(up, os.W_OK):
         raise ConfigError('train.output_dir', t.output_dir, 'choose a folder you can write to', f'{up} cannot be written (read-only)')
+
+# %% ../nbs/06b_runs.ipynb #16ddbc9f
+def check_head(cfg:RunConfig):
+    "A ConfigError for a LoRA on lm_head, which TRL's fused LM head would never train (TRL refuses it)."
+    a = cfg.adapter
+    if a.method != 'full' and 'lm_head' in a.target_modules and 'all-linear' not in a.target_modules:
+        raise ConfigError('adapter.target_modules', a.target_modules, "take 'lm_head' out; to train the output layer, name it in "
+                          "adapter.modules_to_save (trained in full)", "TRL computes the log-probabilities from lm_head.weight "
+                          "directly (its fused LM head), so a LoRA on lm_head would never train, and TRL refuses one")
 
 # %% ../nbs/06b_runs.ipynb #0c872fbc
 MUST_MATCH = ('model.name_or_path', 'model.revision', 'method.name', 'adapter.method', 'adapter.r', 'adapter.alpha',
@@ -390,7 +399,7 @@ def move_aside(run_dir) -> Path:
 class Run:
     "One training in its run folder: checks, claim, events, signals, atomic checkpoints, guards, result.json."
     def __init__(self, cfg:RunConfig, queue:EventQueue|None=None, stop:threading.Event|None=None):
-        cfg.check(); check_output_dir(cfg); accel.check(cfg)
+        cfg.check(); check_output_dir(cfg); check_head(cfg); accel.check(cfg)
         self.cfg, self.dir, self.stop = cfg, cfg.run_dir, stop or threading.Event()
         self.main = rank() == 0  # only rank 0 writes the run folder; the other processes train and write nothing there
         self.resume, self.move_old = resume_checkpoint(cfg), False

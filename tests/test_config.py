@@ -94,7 +94,7 @@ def test_fms_unknown_key_is_refused_known_ones_warn():
     with pytest.warns(UserWarning, match='ignored: bf16, save_strategy'): C.from_fms({**FMS, 'bf16': True, 'save_strategy': 'steps'})
 
 def test_fms_lm_head_rule_is_fms_hf_tunings():
-    with pytest.warns(UserWarning, match=r"means all-linear only\). To train lm_head too, list every layer"):
+    with pytest.warns(UserWarning, match=r"means all-linear only\). To train lm_head too, name it in adapter.modules_to_save"):
         c = C.from_fms({**FMS, 'target_modules': ['lm_head', 'all-linear']})
     lin = ['q_proj', 'v_proj', 'lm_head']
     assert C.check_targets(c.adapter, lin) == ['q_proj', 'v_proj']

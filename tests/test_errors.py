@@ -35,6 +35,10 @@ def _adapter(targets, **adapter):
     from ftnb.testing import tiny_model
     return apply(tiny_model('qwen2'), C.RunConfig(adapter=C.AdapterCfg(target_modules=targets, **adapter)))
 
+def _check_head(targets):
+    from ftnb.runs import check_head
+    return check_head(C.RunConfig(adapter=C.AdapterCfg(target_modules=targets)))
+
 def _cli(*args):
     from ftnb.cli import run
     return run(list(args))
@@ -105,6 +109,7 @@ CASES = [
     ("fused LoRA ops with adapter dropout (the default 0.05)", lambda: C.RunConfig(accel=C.AccelCfg(fused_lora=True))),
     ("fused LoRA ops on a model with DoRA layers", lambda: _fused_on_dora()),
     ("a target module the model does not have", lambda: _adapter(['query', 'value'])),
+    ("a LoRA on lm_head (TRL's fused LM head would never train it)", lambda: _check_head(['q_proj', 'lm_head'])),
     ("a misspelt field in a YAML config", lambda: C.load(_write('c.yaml', 'adapter:\n  rank: 8\n'))),
     ("an unknown adapter method", lambda: C.load(_write('c.yaml', 'adapter:\n  method: lorra\n'))),
     ("a YAML config that does not parse", lambda: C.load(_write('c.yaml', 'adapter:\n  r: 8\n   alpha: 16\n'))),

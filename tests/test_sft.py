@@ -135,3 +135,19 @@ print('RESULT', res.status, res.step, 'transformers.utils.notebook' in sys.modul
 """
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert 'RESULT finished 2 False' in p.stdout, (p.stdout + p.stderr)[-3000:]
+
+def test_lm_head_trains_through_modules_to_save_and_a_lora_on_it_is_refused_first(tmp_path):
+    "TRL reads lm_head.weight directly: a LoRA there is a ConfigError before anything loads; modules_to_save=['lm_head'] trains it."
+    import torch
+    from ftnb.config import ConfigError
+    from ftnb.runs import check_head
+    bad = cfg_for(tmp_path, 'head', max_steps=2).model_copy(deep=True)
+    bad.adapter = bad.adapter.model_copy(update={'method': 'lora', 'target_modules': ['q_proj', 'lm_head']})
+    with pytest.raises(ConfigError, match='adapter.modules_to_save'): train(bad)
+    assert not (tmp_path/'head').exists()  # refused before the run folder
+    good = RunConfig.model_validate({**cfg_for(tmp_path, 'head2', max_steps=3).model_dump(mode='json'),
+        'adapter': {'method': 'lora', 'r': 4, 'dropout': 0.0, 'target_modules': ['q_proj'], 'modules_to_save': ['lm_head']}})
+    check_head(good)
+    before = load_model(good).lm_head.weight.detach().clone()
+    res = train(good)
+    assert res.status == 'finished' and (res.model.get_output_embeddings().weight - before).abs().max() > 1e-4
