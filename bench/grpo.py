@@ -31,7 +31,9 @@ alike, by passing vLLM's own `kv_cache_memory_bytes` to each `vllm.LLM` the chil
 the bench wraps `LLM.__init__` in the child). The device-wide peak of such a run is the way's `*_min_gib`: the smallest
 GPU it fits, give or take the allocator's slack. An H200 cannot be capped to a smaller size, so this is the peak with
 the one pool that scales with the GPU (vLLM's KV cache) cut to its need, not a run on a smaller card. `ftnb_qlora` = ftnb
-with `adapter.method='qlora'` (vLLM reads the same bf16 checkpoint and quantizes it to 4 bits itself).
+with `adapter.method='qlora'` (vLLM reads the same bf16 checkpoint and quantizes it to 4 bits itself); `trl_qlora` = TRL
+with a 4-bit model from transformers (bitsandbytes NF4) and its colocated vLLM at TRL's settings (not yet run: whether
+TRL's merge-and-push sync works over a 4-bit base is what the run will show).
 A ftnb run's `timeline.jsonl` (phases with the memory in use at each) is copied next to the JSON.
 """
 import argparse, json, os, random, statistics, subprocess, sys, threading, time
@@ -186,7 +188,12 @@ def run_way(size:str, way:str, steps:int, cpu:bool=False, kv:int|None=None) -> d
         from trl import GRPOConfig, GRPOTrainer
         from ftnb.rewards import get
         tok = AutoTokenizer.from_pretrained(path); tok.padding_side = 'left'
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if cpu else torch.bfloat16)
+        quant = {}
+        if way == 'trl_qlora':  # TRL's QLoRA as its docs show it: a 4-bit model from transformers; its vLLM engine loads the checkpoint itself
+            from transformers import BitsAndBytesConfig
+            quant = dict(quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
+                                                                bnb_4bit_compute_dtype=torch.bfloat16))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if cpu else torch.bfloat16, **quant)
         ds = Dataset.from_list([json.loads(l) for l in data.read_text().splitlines()]).rename_column('completion', 'answer')
         kw = dict(output_dir=str(WORK/'runs'/f'trl-{size}'), max_steps=steps, per_device_train_batch_size=batch, num_generations=n_gen,
                   max_completion_length=comp, learning_rate=1e-5, beta=0.0, logging_steps=1, report_to='none', bf16=not cpu,
