@@ -328,9 +328,12 @@ def test_panel_recovers_from_a_missing_model(server, tmp_path):
         except AssertionError:  # what the kernel saw: re-shows and acknowledged views
             page.evaluate(RUN_CELL, 5); page.wait_for_timeout(2_000)
             raise AssertionError(f'no panel; the output says {out.inner_text()[:200]!r}; the kernel: {probe.inner_text()!r}') from None
+        # Under load the first showing's late failure can wipe a panel drawn meanwhile (seen in CI: the output went back to the
+        # message after the panel); that view is never acknowledged, so ftnb shows the panel again (up to 3 tries, 6 s, 12 s, 24 s)
+        expect(out).not_to_contain_text(FAILED, timeout=60_000); expect(out).not_to_contain_text('Error')
+        expect(panel).to_be_visible()
         seen = page.evaluate('window.ftnbSeen')
         assert len(seen) >= 2 and FAILED.fullmatch(seen[0]) and seen[-1] == 'panel', seen  # first the front end's message, then the panel
-        expect(out).not_to_contain_text(FAILED); expect(out).not_to_contain_text('Error')
         expect(panel.locator('.lm-TabBar-tab', has_text='Dataset')).to_have_count(1)
         expect(panel.locator('.ftnb-check')).to_contain_text('config valid')
         expect(out.locator('.ftnb-shown')).to_have_count(1)  # one wrapper: the failed showing was replaced, not added to
